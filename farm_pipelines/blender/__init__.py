@@ -1,0 +1,1 @@
+"""The thin Blender edge: the only modules that import bpy."""

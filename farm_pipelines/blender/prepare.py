@@ -1,0 +1,53 @@
+"""Make a self-contained copy of a scene for the farm, and check it can be rendered.
+
+Run as ``python -m farm_pipelines.blender.prepare SRC DST SETTINGS_JSON RESULT_JSON``:
+the source is opened untrusted, every referenced image, HDR and linked library is
+packed into the copy, and the facts the submitter needs go to RESULT_JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import bpy
+
+from farm_pipelines.atomic_files import atomic_path, write_text
+from farm_pipelines.blender import entry, session
+from farm_pipelines.errors import BadInput
+from farm_pipelines.job import JobSettings
+
+
+def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
+    scene = session.open_untrusted(source)
+    session.require_camera(scene, source)
+    frames = settings.frames.frames(scene.frame_start, scene.frame_end)
+    if not frames:
+        raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
+    missing = session.missing_files()
+    if missing and settings.strict:
+        raise BadInput(f"{source}: missing files: {', '.join(missing)} (drop --strict to render without them)")
+    if bpy.data.images or bpy.data.volumes or bpy.data.sounds or bpy.data.fonts:
+        bpy.ops.file.pack_all()
+    if bpy.data.libraries:
+        bpy.ops.file.pack_libraries()
+    with atomic_path(destination) as tmp:
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
+    return {
+        "scene": scene.name,
+        "frames": frames,
+        "missing": missing,
+        "saved_with": session.saved_with_version(),
+    }
+
+
+def main() -> None:
+    source, destination, settings_json, result_json = sys.argv[-4:]
+    settings = JobSettings.from_json(json.loads(settings_json))
+    result = prepare(Path(source), Path(destination), settings)
+    write_text(Path(result_json), json.dumps(result))
+
+
+if __name__ == "__main__":
+    entry.run(main)

@@ -1,0 +1,87 @@
+"""Open other people's .blend files safely and read the facts the farm needs from them.
+
+This and its siblings in ``farm_pipelines.blender`` are the only modules that import bpy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+
+from farm_pipelines.errors import BadInput
+from farm_pipelines.tiles import Box, border_region, render_size
+
+
+def open_untrusted(path: Path) -> bpy.types.Scene:
+    """Load ``path`` from factory settings with Python disabled and return its active scene.
+
+    Factory settings first, so no user add-on or startup file takes part;
+    ``use_scripts=False`` so registered text blocks and Python drivers never run.
+    """
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
+        raise BadInput(f"{path}: Blender cannot read it ({reason}); the file may be truncated or corrupt") from None
+    scene = bpy.context.window.scene if bpy.context.window else bpy.context.scene
+    if scene is None:
+        raise BadInput(f"{path}: has no scene to render")
+    return scene
+
+
+def require_camera(scene: bpy.types.Scene, path: Path) -> None:
+    if scene.camera is None:
+        raise BadInput(f"{path}: scene {scene.name!r} has no active camera; set one in Scene Properties")
+
+
+def frame_size(scene: bpy.types.Scene) -> tuple[int, int]:
+    render = scene.render
+    return render_size(render.resolution_x, render.resolution_y, render.resolution_percentage)
+
+
+def render_region(scene: bpy.types.Scene) -> Box:
+    """The pixels a plain render of this scene produces: the whole frame or the user's border."""
+    width, height = frame_size(scene)
+    render = scene.render
+    if not render.use_border:
+        return Box(0, 0, width, height)
+    return border_region(width, height, (render.border_min_x, render.border_min_y,
+                                         render.border_max_x, render.border_max_y))
+
+
+def saved_with_version() -> list[int]:
+    """The Blender version that last saved the loaded file."""
+    return list(bpy.data.version)
+
+
+def missing_files() -> list[str]:
+    """Every external file the loaded scene refers to that is not on disk (and not packed)."""
+    missing: list[str] = []
+    for library in bpy.data.libraries:
+        if library.packed_file is None and not os.path.exists(bpy.path.abspath(library.filepath)):
+            missing.append(library.filepath)
+    collections = (bpy.data.images, bpy.data.volumes, bpy.data.sounds, bpy.data.fonts,
+                   bpy.data.movieclips, bpy.data.cache_files)
+    for collection in collections:
+        for item in collection:
+            if _is_missing(item):
+                missing.append(item.filepath)
+    return sorted(set(missing))
+
+
+def _is_missing(item: bpy.types.ID) -> bool:
+    if getattr(item, "packed_file", None) is not None or getattr(item, "packed_files", None):
+        return False
+    filepath = getattr(item, "filepath", "")
+    if not filepath or filepath == "<builtin>":
+        return False
+    if getattr(item, "source", "FILE") not in ("FILE", "SEQUENCE", "TILED", "MOVIE"):
+        return False
+    absolute = bpy.path.abspath(filepath, library=item.library)
+    if "<UDIM>" in absolute or "#" in os.path.basename(absolute):
+        return not os.path.isdir(os.path.dirname(absolute))
+    return not os.path.exists(absolute)

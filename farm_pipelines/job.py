@@ -1,0 +1,148 @@
+"""A render job: what the user asked for, as stored in ``/<job>/job.json`` of the ``blends`` repo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from farm_pipelines.errors import BadInput
+
+#: Output formats the farm writes itself; ``None`` means the scene's own format.
+FORMATS = {"png": "PNG", "exr": "OPEN_EXR"}
+
+
+@dataclass(frozen=True)
+class TileSize:
+    """``width x height`` in pixels, or ``None`` for whole frames."""
+
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def whole_frame(self) -> bool:
+        return self.width is None
+
+    def __str__(self) -> str:
+        return "whole frame" if self.whole_frame else f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class FrameRange:
+    start: int | None = None  # None: the scene's own
+    end: int | None = None
+    step: int = 1
+
+    def frames(self, scene_start: int, scene_end: int) -> list[int]:
+        start = scene_start if self.start is None else self.start
+        end = scene_end if self.end is None else self.end
+        return list(range(start, end + 1, self.step))
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    tile: TileSize = field(default_factory=lambda: TileSize(64, 64))
+    frames: FrameRange = field(default_factory=FrameRange)
+    file_format: str | None = None  # a Blender ``file_format`` such as "PNG"; None keeps the scene's
+    overscan: int = 0
+    strict: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "JobSettings":
+        return cls(
+            tile=TileSize(**data.get("tile", {})),
+            frames=FrameRange(**data.get("frames", {})),
+            file_format=data.get("file_format"),
+            overscan=int(data.get("overscan", 0)),
+            strict=bool(data.get("strict", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A submitted job; ``name`` is the safe directory name, ``display_name`` what users see."""
+
+    name: str
+    display_name: str
+    settings: JobSettings
+    source_fingerprint: str = ""
+    saved_with: tuple[int, ...] = ()  # Blender version that saved the user's file
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "settings": self.settings.to_json(),
+            "source_fingerprint": self.source_fingerprint,
+            "saved_with": list(self.saved_with),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Job":
+        return cls(
+            name=check_job_name(data["name"]),
+            display_name=str(data.get("display_name", data["name"])),
+            settings=JobSettings.from_json(data.get("settings", {})),
+            source_fingerprint=str(data.get("source_fingerprint", "")),
+            saved_with=tuple(int(v) for v in data.get("saved_with", ())),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> "Job":
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def job_name_for(display_name: str, identity: str) -> str:
+    """A directory-safe, stable job name: an ASCII slug of the display name plus a short hash.
+
+    The hash of ``identity`` (for example the blend's absolute path) keeps two
+    scenes that slugify alike, such as ``shot 1.blend`` and ``shot_1.blend``, apart.
+    """
+    ascii_name = unicodedata.normalize("NFKD", display_name).encode("ascii", "ignore").decode()
+    slug = _UNSAFE.sub("_", ascii_name).strip("._-")[:48] or "job"
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def check_job_name(name: str) -> str:
+    """Reject names that could escape a repo directory (``..``, ``/``, hidden files)."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise BadInput(f"job name {name!r} is not safe: use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def parse_tile(text: str) -> TileSize:
+    """``64`` -> 64x64, ``96x48`` -> 96x48; anything else is bad input."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise BadInput(f"tile size {text!r} is not a number: use --tile 64 or --tile 96x48")
+    sizes = [int(p) for p in parts]
+    if min(sizes) <= 0:
+        raise BadInput(f"tile size {text!r} must be greater than 0")
+    return TileSize(sizes[0], sizes[-1])
+
+
+def parse_frames(text: str | None, step: int = 1) -> FrameRange:
+    """``3`` or ``1-24``; negative frame numbers are allowed (``-5--1``)."""
+    if step <= 0:
+        raise BadInput(f"frame step {step} must be 1 or more")
+    if text is None:
+        return FrameRange(step=step)
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?", text)
+    if not match:
+        raise BadInput(f"frame range {text!r} is not understood: use --frames 1-24 or --frames 7")
+    start = int(match.group(1))
+    end = int(match.group(2)) if match.group(2) is not None else start
+    if end < start:
+        raise BadInput(f"frame range {text!r} is empty: the end comes before the start")
+    return FrameRange(start, end, step)

@@ -1,0 +1,37 @@
+"""Renderer transform, with datum batching: one Blender per worker renders tile after tile.
+
+Each datum is the join of ``/pfs/blends/<job>`` and one ``/pfs/splitter/<job>/tiles/<tile>.json``;
+the tile goes to ``/pfs/out/<job>/<frame>/<index>.exr``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from farm_pipelines import pfs
+from farm_pipelines.blender import entry
+from farm_pipelines.blender.render_tile import TileRenderer
+from farm_pipelines.job import Job
+from farm_pipelines.manifest import TileSpec
+from farm_pipelines.pachyderm import run_batched
+
+
+def render_datum(renderer: TileRenderer) -> None:
+    job_dir = pfs.input_path("blends")
+    datum = json.loads(pfs.input_path("splitter").read_text(encoding="utf-8"))
+    job = Job.load(job_dir / "job.json")
+    renderer.load(job_dir / "scene.blend", job.saved_with)
+    tile = TileSpec.from_json(datum)
+    frame = int(datum["frame"])
+    out = pfs.output_dir() / job.name / f"{frame:06d}" / f"{tile.index:04d}.exr"
+    renderer.render(frame, tile, tuple(datum["frame_size"]), int(datum["tiles_in_frame"]), out)
+    print(f"renderer: {job.name} frame {frame} tile {tile.index} done", flush=True)
+
+
+def main() -> None:
+    renderer = TileRenderer(threads=pfs.threads())
+    run_batched(lambda: render_datum(renderer))
+
+
+if __name__ == "__main__":
+    entry.run(main)
