@@ -1,0 +1,47 @@
+"""What a farm backend does, so the CLI and the add-on drive the local farm and Pachyderm alike."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from farm_pipelines.job import Job
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for progress bars; counts cover the whole job, skipped (already done) work included."""
+
+    stage: str  # "splitter", "renderer", "merger" or "done"
+    tiles_done: int = 0
+    tiles_total: int = 0
+    tiles_failed: int = 0
+    frames_merged: int = 0
+    frames_total: int = 0
+    eta_seconds: float | None = None
+
+    @property
+    def fraction(self) -> float:
+        """0..1, weighting tiles as the bulk of the work and merging as the rest."""
+        tiles = self.tiles_done / self.tiles_total if self.tiles_total else 0.0
+        frames = self.frames_merged / self.frames_total if self.frames_total else 0.0
+        return 0.9 * tiles + 0.1 * frames
+
+
+class Backend(Protocol):
+    """Runs the splitter -> renderer -> merger DAG for one job somewhere."""
+
+    def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
+            cancel: threading.Event) -> None:
+        """Upload ``job_files`` (``scene.blend`` and ``job.json``) as ``/<job.name>/`` of the ``blends``
+        repo, then block until the merger has finished the job.
+
+        Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
+        """
+
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+        """Copy or download every merged frame into ``out_dir/<frame:06d>.<ext>`` atomically,
+        calling ``on_frame(frame, path)`` after each. Returns the merger's per-frame errors, if any.
+        """

@@ -1,0 +1,52 @@
+"""Merger transform: one datum per job, joining its blend, its manifests and its tiles.
+
+For every frame in the splitter's manifests it stitches the tiles (float, by pixel
+offset) and encodes the frame once through Blender, into
+``/pfs/out/<job>/<frame:06d>.<ext>``. A frame with missing or wrong tiles is not
+written; its error, naming the tiles, goes to ``/pfs/out/<job>/failed.json`` so
+the good frames of the job still land.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from farm_pipelines import merge, pfs
+from farm_pipelines.atomic_files import write_text
+from farm_pipelines.blender import entry, session
+from farm_pipelines.blender.encode import FrameEncoder
+from farm_pipelines.job import Job
+from farm_pipelines.manifest import FrameManifest
+
+
+def main() -> None:
+    job_dir = pfs.input_path("blends")
+    manifests_dir = pfs.input_path("splitter") / "frames"
+    tiles_dir = pfs.input_path("renderer")
+    job = Job.load(job_dir / "job.json")
+    encoder = FrameEncoder(session.open_untrusted(job_dir / "scene.blend"), job.settings.file_format)
+    out = pfs.output_dir() / job.name
+    manifests = sorted((FrameManifest.load(p) for p in manifests_dir.glob("*/manifest.json")),
+                       key=lambda m: m.frame)
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="farm-merge-") as scratch:
+        for manifest in manifests:
+            try:
+                canvas = merge.stitch(manifest, tiles_dir / f"{manifest.frame:06d}")
+            except merge.FrameIncomplete as error:
+                failures.append(str(error))
+                print(f"merger: {error}", flush=True)
+                continue
+            linear = Path(scratch) / f"{manifest.frame:06d}.exr"
+            merge.write_exr(linear, canvas)
+            encoder.encode(manifest.frame, linear, manifest.canvas_size,
+                           out / f"{manifest.frame:06d}{encoder.extension}")
+            print(f"merger: {job.name} frame {manifest.frame} merged", flush=True)
+    if failures:
+        write_text(out / "failed.json", json.dumps(failures, indent=1))
+
+
+if __name__ == "__main__":
+    entry.run(main)
