@@ -25,7 +25,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     frames = settings.frames.frames(scene.frame_start, scene.frame_end)
     if not frames:
         raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
-    missing = session.missing_files()
+    found, missing = session.external_files()
     if missing and settings.strict:
         raise BadInput(f"{source}: missing files: {', '.join(missing)} (drop --strict to render without them)")
     if bpy.data.images or bpy.data.volumes or bpy.data.sounds or bpy.data.fonts:
@@ -38,6 +38,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "scene": scene.name,
         "frames": frames,
         "missing": missing,
+        "dependencies": found,
         "saved_with": session.saved_with_version(),
     }
 

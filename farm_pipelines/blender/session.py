@@ -58,30 +58,35 @@ def saved_with_version() -> list[int]:
     return list(bpy.data.version)
 
 
-def missing_files() -> list[str]:
-    """Every external file the loaded scene refers to that is not on disk (and not packed)."""
-    missing: list[str] = []
-    for library in bpy.data.libraries:
-        if library.packed_file is None and not os.path.exists(bpy.path.abspath(library.filepath)):
-            missing.append(library.filepath)
-    collections = (bpy.data.images, bpy.data.volumes, bpy.data.sounds, bpy.data.fonts,
-                   bpy.data.movieclips, bpy.data.cache_files)
-    for collection in collections:
-        for item in collection:
-            if _is_missing(item):
-                missing.append(item.filepath)
-    return sorted(set(missing))
+def external_files() -> tuple[list[str], list[str]]:
+    """``(found, missing)``: absolute paths of found external files, and the scene's own
+    spelling of the missing ones. Packed data is neither: it travels inside the .blend."""
+    found: set[str] = set()
+    missing: set[str] = set()
+    items = [*bpy.data.libraries, *bpy.data.images, *bpy.data.volumes, *bpy.data.sounds, *bpy.data.fonts,
+             *bpy.data.movieclips, *bpy.data.cache_files]
+    for item in items:
+        absolute = _external_path(item)
+        if absolute is None:
+            continue
+        exists = not item.is_missing if isinstance(item, bpy.types.Library) else os.path.exists(absolute)
+        if exists:
+            found.add(absolute)
+        else:
+            missing.add(item.filepath)
+    return sorted(found), sorted(missing)
 
 
-def _is_missing(item: bpy.types.ID) -> bool:
+def _external_path(item: bpy.types.ID) -> str | None:
     if getattr(item, "packed_file", None) is not None or getattr(item, "packed_files", None):
-        return False
+        return None
     filepath = getattr(item, "filepath", "")
     if not filepath or filepath == "<builtin>":
-        return False
+        return None
     if getattr(item, "source", "FILE") not in ("FILE", "SEQUENCE", "TILED", "MOVIE"):
-        return False
-    absolute = bpy.path.abspath(filepath, library=item.library)
+        return None
+    # Files saved on Windows spell relative paths with backslashes; Blender accepts both.
+    absolute = os.path.normpath(bpy.path.abspath(filepath.replace("\\", "/"), library=item.library))
     if "<UDIM>" in absolute or "#" in os.path.basename(absolute):
-        return not os.path.isdir(os.path.dirname(absolute))
-    return not os.path.exists(absolute)
+        return os.path.dirname(absolute)
+    return absolute

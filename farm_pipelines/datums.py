@@ -1,0 +1,115 @@
+"""Datum enumeration with Pachyderm's glob, join and cross semantics, over plain directories.
+
+A repo is a directory. A glob matches files *and* directories at the depth it
+names (``*`` never crosses ``/``, ``**`` does); each match becomes one datum
+input. Parenthesised parts are capture groups for ``join_on``/``$1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class DatumInput:
+    name: str  # the input's name: its environment variable and /pfs/<name> directory
+    repo: str
+    path: str  # path inside the repo, with a leading "/"
+    join_key: str = ""
+
+    def source(self, repos_root: Path) -> Path:
+        return repos_root / self.repo / self.path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class Datum:
+    inputs: tuple[DatumInput, ...]
+
+    def key(self) -> str:
+        """Stable identity of the datum's inputs, regardless of content."""
+        return "|".join(f"{i.name}:{i.path}" for i in self.inputs)
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """Translate a Pachyderm glob into an anchored regex keeping its capture groups."""
+    out = []
+    i = 0
+    while i < len(glob):
+        char = glob[i]
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]", "(": "(", ")": ")"}.get(char, re.escape(char)))
+        i += 1
+    return re.compile("^" + "".join(out).rstrip("/") + "$")
+
+
+def _walk(repo_dir: Path, scope: str) -> list[str]:
+    """Every path (dirs and files) in a repo, ``/``-rooted; only under ``/<scope>`` if given."""
+    start = repo_dir / scope if scope else repo_dir
+    if not start.exists():
+        return []
+    paths = ["/" + scope] if scope else []
+    paths += ["/" + p.relative_to(repo_dir).as_posix() for p in start.rglob("*")]
+    return sorted(p for p in paths if not Path(p).name.startswith("."))
+
+
+def _pfs_inputs(spec: dict, repos_root: Path, scope: str) -> list[DatumInput]:
+    pfs = spec["pfs"]
+    name = pfs.get("name", pfs["repo"])
+    pattern = glob_regex(pfs["glob"])
+    join_on = pfs.get("join_on", "")
+    found = []
+    for path in _walk(repos_root / pfs["repo"], scope):
+        match = pattern.match(path)
+        if match:
+            key = re.sub(r"\$(\d+)", lambda m: match.group(int(m.group(1))) or "", join_on) if join_on else ""
+            found.append(DatumInput(name, pfs["repo"], path, key))
+    return found
+
+
+def enumerate_datums(spec_input: dict, repos_root: Path, scope: str = "") -> list[Datum]:
+    """All datums of a pipeline input; ``scope`` limits every repo to ``/<scope>`` (one job)."""
+    if "pfs" in spec_input:
+        return [Datum((i,)) for i in _pfs_inputs(spec_input, repos_root, scope)]
+    if "cross" in spec_input:
+        parts = [enumerate_datums(child, repos_root, scope) for child in spec_input["cross"]]
+        return [Datum(tuple(itertools.chain.from_iterable(d.inputs for d in combo)))
+                for combo in itertools.product(*parts)]
+    if "union" in spec_input:
+        return [d for child in spec_input["union"] for d in enumerate_datums(child, repos_root, scope)]
+    if "join" in spec_input:
+        return _join(spec_input["join"], repos_root, scope)
+    raise ValueError(f"unsupported pipeline input: {sorted(spec_input)}")
+
+
+def _join(children: list[dict], repos_root: Path, scope: str) -> list[Datum]:
+    """Inner join: for every key present in all inputs, the cross product of their matches."""
+    by_key: list[dict[str, list[DatumInput]]] = []
+    for child in children:
+        if "pfs" not in child:
+            raise ValueError("join inputs must be pfs inputs")
+        groups: dict[str, list[DatumInput]] = {}
+        for item in _pfs_inputs(child, repos_root, scope):
+            groups.setdefault(item.join_key, []).append(item)
+        by_key.append(groups)
+    keys = sorted(set.intersection(*(set(g) for g in by_key))) if by_key else []
+    return [Datum(combo) for key in keys for combo in itertools.product(*(g[key] for g in by_key))]
+
+
+def datum_id(datum: Datum, repos_root: Path, salt: str, file_hash: Callable[[Path], str]) -> str:
+    """Content identity, as Pachyderm's: the same inputs and the same spec give the same id."""
+    digest = hashlib.sha256(salt.encode())
+    for item in datum.inputs:
+        digest.update(f"\0{item.name}\0{item.path}\0".encode())
+        source = item.source(repos_root)
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for path in files:
+            digest.update(f"{path.relative_to(source.parent).as_posix()}\0{file_hash(path)}\0".encode())
+    return digest.hexdigest()[:32]

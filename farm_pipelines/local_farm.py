@@ -1,0 +1,533 @@
+"""The embedded local farm: runs the three pipeline specs on this machine, the way Pachyderm would.
+
+State lives under one directory (``FARM_STATE_DIR``, default
+``$XDG_CACHE_HOME/pachyderm-farm`` or ``~/.cache/pachyderm-farm``)::
+
+    repos/<repo>/<job>/...          a repo's files, as the head commit would hold them
+    datums/<pipeline>/<datum-id>/   the output of every datum that succeeded (the resume cache)
+    work/<run>/<slot>/pfs/          a worker's /pfs: one symlink tree per input, out/, .env
+    logs/<pipeline>/<job>/          worker logs
+    locks/<job>.lock                one run per job at a time
+
+Datums are enumerated with Pachyderm's glob/join semantics, identified by a hash
+of their input contents and the spec (so unchanged datums are skipped, as
+Pachyderm skips them), handed out one at a time to N workers as they ask (so a
+slow worker never holds others up), and retried up to the spec's
+``datum_tries``. Transforms with ``datum_batching`` run one long-lived process
+per worker, fed through the same Worker API (``NextDatum``) that pachd serves.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from farm_pipelines import pachyderm
+from farm_pipelines.atomic_files import copy_file, write_text
+from farm_pipelines.backend import Progress
+from farm_pipelines.datums import Datum, datum_id, enumerate_datums
+from farm_pipelines.errors import FarmFailure
+from farm_pipelines.host import Host
+from farm_pipelines.job import Job
+from farm_pipelines.pipelines import PIPELINES, load_spec
+
+_FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("FARM_STATE_DIR"):
+        return Path(os.environ["FARM_STATE_DIR"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "pachyderm-farm"
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class _Task:
+    datum: Datum
+    id: str
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one pipeline run did; ``failed`` maps a datum's input paths to its last error."""
+
+    pipeline: str
+    total: int
+    skipped: int
+    processed: int
+    failed: dict[str, str]
+
+
+class _Scheduler:
+    """Hands out tasks one at a time; failed tasks go to the back of the queue until tries run out."""
+
+    def __init__(self, tasks: list[_Task], tries: int) -> None:
+        self._queue = collections.deque(tasks)
+        self._tries = tries
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self.cancelled = False
+        self.processed = 0
+        self.failed: dict[str, str] = {}
+
+    def take(self) -> _Task | None:
+        with self._cond:
+            while not self._queue and self._in_flight and not self.cancelled:
+                self._cond.wait()
+            if self.cancelled or not self._queue:
+                return None
+            self._in_flight += 1
+            return self._queue.popleft()
+
+    def finish(self, task: _Task, error: str | None) -> bool:
+        """Record an attempt; True when the task is settled (succeeded or out of tries)."""
+        with self._cond:
+            self._in_flight -= 1
+            settled = True
+            if error is None:
+                self.processed += 1
+            else:
+                task.attempts += 1
+                task.errors.append(error)
+                if task.attempts < self._tries:
+                    self._queue.append(task)
+                    settled = False
+                else:
+                    self.failed[task.datum.key()] = error
+            self._cond.notify_all()
+            return settled
+
+    def fail_all(self, error: str) -> None:
+        with self._cond:
+            while self._queue:
+                self.failed[self._queue.popleft().datum.key()] = error
+            self._cond.notify_all()
+
+    def drained(self) -> bool:
+        with self._cond:
+            return self.cancelled or (not self._queue and not self._in_flight)
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+            self._cond.notify_all()
+
+
+class LocalFarm:
+    """A ``Backend`` that runs every datum on this machine."""
+
+    def __init__(self, state_dir: Path | None = None, workers: int | None = None, host: Host | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.root = Path(state_dir) if state_dir else default_state_dir()
+        self.repos = self.root / "repos"
+        self.workers = max(1, workers or default_workers())
+        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self.host = host or Host()
+        self.log = log or (lambda message: None)
+        self.reports: dict[str, StageReport] = {}
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    # -- Backend ---------------------------------------------------------------------------------
+
+    def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
+            cancel: threading.Event) -> None:
+        tracker = _ProgressTracker(on_progress)
+        with self.job_lock(job.name):
+            self._put_job(job, Path(job_files))
+            for name in PIPELINES:
+                report = self.run_pipeline(name, job.name, tracker, cancel)
+                if name == "splitter":
+                    if report.failed:
+                        raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
+                    tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+            merged = self._merged_frames(job.name)
+            tracker.done(len(merged))
+        failed_tiles = self.reports["renderer"].failed
+        if failed_tiles:
+            first = sorted(failed_tiles.items())[0]
+            raise FarmFailure(f"{len(failed_tiles)} tile(s) failed after retries; first: "
+                              f"{_tile_of(first[0])}: {first[1]}")
+        if self.reports["merger"].failed:
+            raise FarmFailure(f"merging failed: {next(iter(self.reports['merger'].failed.values()))}")
+
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+        out_dir = Path(out_dir)
+        for frame, source in self._merged_frames(job.name):
+            destination = out_dir / source.name
+            copy_file(source, destination)
+            on_frame(frame, destination)
+        failed = self.repos / "merger" / job.name / "failed.json"
+        return json.loads(failed.read_text(encoding="utf-8")) if failed.exists() else []
+
+    # -- jobs and repos --------------------------------------------------------------------------
+
+    @contextmanager
+    def job_lock(self, job_name: str) -> Iterator[None]:
+        """One run per job at a time; a second run of the same job waits, then resumes."""
+        path = self.root / "locks" / f"{job_name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log(f"another run of job {job_name} is in progress; waiting for it")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def job_files(self, job_name: str) -> Path:
+        return self.repos / "blends" / job_name
+
+    def _put_job(self, job: Job, job_files: Path) -> None:
+        """Commit the job's files to the ``blends`` repo, leaving identical files untouched."""
+        target = self.job_files(job.name)
+        if job_files.resolve() == target.resolve():
+            return
+        for source in job_files.iterdir():
+            destination = target / source.name
+            if destination.exists() and _same_file(source, destination):
+                continue
+            copy_file(source, destination)
+
+    def _merged_frames(self, job_name: str) -> list[tuple[int, Path]]:
+        folder = self.repos / "merger" / job_name
+        frames = []
+        for path in folder.glob("*") if folder.exists() else []:
+            stem = path.name.split(".")[0]
+            if path.is_file() and stem.lstrip("-").isdigit() and not path.name.startswith("."):
+                frames.append((int(stem), path))
+        return sorted(frames)
+
+    # -- pipelines -------------------------------------------------------------------------------
+
+    def run_pipeline(self, name: str, scope: str, tracker: "_ProgressTracker | None" = None,
+                     cancel: threading.Event | None = None) -> StageReport:
+        """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job."""
+        tracker = tracker or _ProgressTracker(lambda progress: None)
+        cancel = cancel or threading.Event()
+        spec = load_spec(name)
+        salt = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        datums = enumerate_datums(spec["input"], self.repos, scope)
+        tasks = [_Task(d, datum_id(d, self.repos, salt, self._file_hash)) for d in datums]
+        pending = [t for t in tasks if not self._is_done(name, t.id)]
+        tracker.stage(name, total=len(tasks), done=len(tasks) - len(pending))
+        scheduler = _Scheduler(pending, int(spec.get("datum_tries", 3)))
+        if pending:
+            self.log(f"{name}: {len(pending)} of {len(tasks)} datum(s) to process")
+            self._run_workers(name, spec, scope, scheduler, tracker, cancel)
+        if cancel.is_set():
+            raise FarmFailure("cancelled")
+        done_ids = [t.id for t in tasks if self._is_done(name, t.id)]
+        self._publish(name, scope, done_ids)
+        report = StageReport(name, len(tasks), len(tasks) - len(pending), scheduler.processed, scheduler.failed)
+        self.reports[name] = report
+        return report
+
+    def _run_workers(self, name: str, spec: dict, scope: str, scheduler: _Scheduler,
+                     tracker: "_ProgressTracker", cancel: threading.Event) -> None:
+        run_dir = self.root / "work" / f"{name}-{uuid.uuid4().hex[:8]}"
+        count = min(self.workers, max(1, len(scheduler._queue)))
+        slots = [_Slot(self, name, spec, scope, run_dir / str(i), scheduler, tracker) for i in range(count)]
+        threads = [threading.Thread(target=slot.run, daemon=True) for slot in slots]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            if cancel.is_set():
+                scheduler.cancel()
+                for slot in slots:
+                    slot.stop()
+            time.sleep(0.1)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    # -- datum store -----------------------------------------------------------------------------
+
+    def _datum_dir(self, pipeline: str, ident: str) -> Path:
+        return self.root / "datums" / pipeline / ident
+
+    def _is_done(self, pipeline: str, ident: str) -> bool:
+        """Done means committed and undamaged: every file it wrote still has its recorded size."""
+        folder = self._datum_dir(pipeline, ident)
+        record = folder / _FILES
+        if not record.exists():
+            return False
+        sizes = json.loads(record.read_text(encoding="utf-8"))
+        for rel, size in sizes.items():
+            path = folder / rel
+            if not path.is_file() or path.stat().st_size != size:
+                self.log(f"{pipeline}: output {rel} is damaged; the datum will run again")
+                shutil.rmtree(folder, ignore_errors=True)
+                return False
+        return True
+
+    def commit_datum(self, pipeline: str, ident: str, out: Path) -> None:
+        """Move a finished datum's /pfs/out into the store in one rename."""
+        sizes = {p.relative_to(out).as_posix(): p.stat().st_size
+                 for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+        write_text(out / _FILES, json.dumps(sizes))
+        destination = self._datum_dir(pipeline, ident)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(out, destination)
+
+    def _publish(self, pipeline: str, scope: str, ids: list[str]) -> None:
+        """Make ``repos/<pipeline>/<scope>`` the union of the datums' outputs, swapped in at once."""
+        base = self.repos / pipeline
+        staging = base / f".{scope}.{uuid.uuid4().hex[:8]}"
+        for ident in ids:
+            source = self._datum_dir(pipeline, ident) / scope
+            for path in source.rglob("*") if source.exists() else []:
+                if path.is_file() and not path.name.startswith("."):
+                    target = staging / path.relative_to(source)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(path, target)
+        staging.mkdir(parents=True, exist_ok=True)
+        final = base / scope
+        old = base / f".{scope}.old.{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _file_hash(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            self._hashes[key] = digest.hexdigest()
+        return self._hashes[key]
+
+
+class _Slot:
+    """One worker: its own /pfs tree and, for batched transforms, one long-lived process."""
+
+    def __init__(self, farm: LocalFarm, pipeline: str, spec: dict, scope: str, root: Path,
+                 scheduler: _Scheduler, tracker: "_ProgressTracker") -> None:
+        self.farm, self.pipeline, self.spec, self.scope = farm, pipeline, spec, scope
+        self.pfs = root / "pfs"
+        self.scheduler, self.tracker = scheduler, tracker
+        self.current: _Task | None = None
+        self.process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        log_dir = farm.root / "logs" / pipeline / scope
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{root.parent.name}-{root.name}.log"
+
+    def run(self) -> None:
+        if self.spec["transform"].get("datum_batching"):
+            self._run_batched()
+        else:
+            self._run_each()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+
+    # -- per-datum setup, as a pipeline pod lays out /pfs ----------------------------------------
+
+    def _prepare(self, task: _Task) -> dict[str, str]:
+        shutil.rmtree(self.pfs, ignore_errors=True)
+        (self.pfs / "out").mkdir(parents=True)
+        env = {
+            "PACH_JOB_ID": self.scope,
+            "PACH_DATUM_ID": task.id,
+            "PPS_PIPELINE_NAME": self.pipeline,
+            "PACH_OUTPUT_COMMIT_ID": self.scope,
+        }
+        for item in task.datum.inputs:
+            link = self.pfs / item.name / item.path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(item.source(self.farm.repos).resolve())
+            env[item.name] = str(link)
+            env[f"{item.name}_COMMIT"] = self.scope
+            if item.join_key:
+                env[f"PACH_DATUM_{item.name}_JOIN_ON"] = item.join_key
+        return env
+
+    def _finish(self, task: _Task, error: str | None) -> None:
+        if error is None:
+            try:
+                self.farm.commit_datum(self.pipeline, task.id, self.pfs / "out")
+            except OSError as failure:
+                error = f"could not store the output: {failure}"
+        if error is not None:
+            self._append_log(f"datum {task.datum.key()} failed (attempt {task.attempts + 1}): {error}")
+        settled = self.scheduler.finish(task, error)
+        if settled:
+            self.tracker.datum_settled(self.pipeline, failed=error is not None)
+
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.spec["transform"].get("env", {}))
+        env.update({"FARM_PFS": str(self.pfs), "FARM_THREADS": str(self.farm.threads),
+                    "PYTHONUNBUFFERED": "1"})
+        return env
+
+    def _start(self, env: dict[str, str]) -> subprocess.Popen:
+        argv, extra = self.farm.host.transform_argv(self.spec["transform"]["cmd"])
+        log = self.log_path.open("ab")
+        try:
+            return subprocess.Popen(argv, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+
+    def _append_log(self, line: str) -> None:
+        with self.log_path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    def _error_from_log(self, code: int) -> str:
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        errors = [line for line in lines if line.startswith("error:")]
+        detail = errors[-1][len("error:"):].strip() if errors else (lines[-1] if lines else "")
+        return f"exit code {code}: {detail}" if detail else f"exit code {code}"
+
+    # -- one process per datum --------------------------------------------------------------------
+
+    def _run_each(self) -> None:
+        while (task := self.scheduler.take()) is not None:
+            env = {**self._base_env(), **self._prepare(task)}
+            self.process = self._start(env)
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            self._finish(task, None if code == 0 else self._error_from_log(code))
+
+    # -- datum batching: one process, fed through NextDatum ---------------------------------------
+
+    def _run_batched(self) -> None:
+        failed_starts = 0
+        while not self.scheduler.drained() and not self._stopping.is_set():
+            no_more = threading.Event()
+            took_any = threading.Event()
+
+            def next_datum(error: str) -> list[str] | None:
+                if self.current is not None:
+                    task, self.current = self.current, None
+                    self._finish(task, error or None)
+                task = self.scheduler.take()
+                if task is None:
+                    no_more.set()
+                    return None
+                self.current = task
+                took_any.set()
+                env = self._prepare(task)
+                (self.pfs / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+                return [f"{k}={v}" for k, v in env.items()]
+
+            server, port = pachyderm.serve_worker_api(next_datum)
+            try:
+                self.process = self._start({**self._base_env(), "PPS_WORKER_GRPC_PORT": str(port)})
+                while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
+                    time.sleep(0.05)
+                if self.process.poll() is None:
+                    self.process.terminate()
+                    try:
+                        self.process.wait(10)
+                    except subprocess.TimeoutExpired:
+                        self.process.kill()
+                        self.process.wait()
+                elif not no_more.is_set():
+                    failed_starts = self._worker_died(took_any.is_set(), failed_starts)
+            finally:
+                server.stop(None)
+
+    def _worker_died(self, took_any: bool, failed_starts: int) -> int:
+        """A worker process died (crash, OOM, kill -9): requeue its datum elsewhere and restart."""
+        code = self.process.returncode
+        if self.current is not None:
+            task, self.current = self.current, None
+            self._finish(task, f"worker process died ({self._error_from_log(code)})")
+            return 0
+        failed_starts = 0 if took_any else failed_starts + 1
+        if failed_starts >= 3:
+            self.scheduler.fail_all(f"worker cannot start: {self._error_from_log(code)}")
+        return failed_starts
+
+
+class _ProgressTracker:
+    """Turns datum completions into ``Progress`` snapshots, with an ETA from the tile rate."""
+
+    def __init__(self, on_progress: Callable[[Progress], None]) -> None:
+        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self.stage_name = "splitter"
+        self.tiles_total = self.tiles_done = self.tiles_failed = 0
+        self.frames_total = self.frames_merged = 0
+        self._started = time.monotonic()
+        self._skipped = 0
+
+    def stage(self, name: str, total: int, done: int) -> None:
+        with self._lock:
+            self.stage_name = name
+            if name == "renderer":
+                self.tiles_total, self.tiles_done, self._skipped = total, done, done
+                self._started = time.monotonic()
+        self._emit()
+
+    def datum_settled(self, pipeline: str, failed: bool) -> None:
+        with self._lock:
+            if pipeline == "renderer":
+                self.tiles_done += 1
+                self.tiles_failed += int(failed)
+        self._emit()
+
+    def done(self, frames_merged: int) -> None:
+        with self._lock:
+            self.stage_name = "done"
+            self.frames_merged = frames_merged
+        self._emit()
+
+    def _emit(self) -> None:
+        with self._lock:
+            eta = None
+            rendered = self.tiles_done - self._skipped
+            if self.stage_name == "renderer" and rendered > 0:
+                rate = rendered / max(1e-6, time.monotonic() - self._started)
+                eta = (self.tiles_total - self.tiles_done) / rate
+            progress = Progress(self.stage_name, self.tiles_done, self.tiles_total, self.tiles_failed,
+                                self.frames_merged, self.frames_total, eta)
+        self._on_progress(progress)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            chunk = fa.read(1 << 20)
+            if chunk != fb.read(1 << 20):
+                return False
+            if not chunk:
+                return True
+
+
+def _tile_of(datum_key: str) -> str:
+    """``blends:/job|splitter:/job/tiles/000003_0007.json`` -> ``frame 3 tile 7``."""
+    name = datum_key.rsplit("/", 1)[-1].removesuffix(".json")
+    frame, _, index = name.partition("_")
+    return f"frame {int(frame)} tile {int(index)}" if frame.lstrip("-").isdigit() and index.isdigit() else name

@@ -1,0 +1,153 @@
+"""From a .blend on disk to frames in a folder: check, make self-contained, submit, follow, fetch.
+
+The CLI and the add-on both call ``render``; it blocks, so the add-on runs it on
+a background thread and turns ``FarmEvent``s into UI updates on the main thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from farm_pipelines.atomic_files import write_text
+from farm_pipelines.backend import Backend, Progress
+from farm_pipelines.blend_file import check_blend_path
+from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.host import Host
+from farm_pipelines.job import Job, JobSettings, job_name_for
+from farm_pipelines.local_farm import LocalFarm, default_state_dir
+
+
+@dataclass(frozen=True)
+class FarmEvent:
+    kind: str  # "warning", "progress", "frame" or "done"
+    message: str = ""
+    progress: Progress | None = None
+    frame: int | None = None
+    path: Path | None = None
+
+
+def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backend | None = None,
+           workers: int | None = None, host: Host | None = None,
+           on_event: Callable[[FarmEvent], None] | None = None, cancel: threading.Event | None = None,
+           display_name: str | None = None, state_dir: Path | None = None) -> list[Path]:
+    """Render ``blend`` on the farm into ``out_dir/<frame:06d>.<ext>``; returns the frame paths.
+
+    Raises ``BadInput`` before anything is written if the scene or the settings
+    are unusable, and ``FarmFailure`` (after fetching every good frame) if
+    tiles or frames failed.
+    """
+    emit = on_event or (lambda event: None)
+    cancel = cancel or threading.Event()
+    host = host or Host()
+    blend = check_blend_path(Path(blend))
+    out_dir = check_out_dir(Path(out_dir))
+    state = Path(state_dir) if state_dir else default_state_dir()
+    backend = backend or LocalFarm(state, workers=workers, host=host)
+    display = display_name or blend.stem
+    job = Job(job_name_for(display, str(blend)), display, settings)
+
+    job, job_files, missing = prepare_job(blend, job, state / "prepared", host)
+    for path in missing:
+        emit(FarmEvent("warning", f"missing file: {path} (the farm renders without it)"))
+
+    frames: list[Path] = []
+    errors: list[str] = []
+
+    def on_frame(frame: int, path: Path) -> None:
+        frames.append(path)
+        emit(FarmEvent("frame", frame=frame, path=path))
+
+    try:
+        backend.run(job, job_files, lambda progress: emit(FarmEvent("progress", progress=progress)), cancel)
+    finally:
+        if not cancel.is_set():
+            errors = backend.fetch_frames(job, out_dir, on_frame)
+    if errors:
+        raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
+    emit(FarmEvent("done", f"{len(frames)} frame(s) in {out_dir}"))
+    return frames
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """Make sure frames can be written there, without creating anything yet."""
+    out_dir = out_dir.expanduser().absolute()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir}: exists and is not a directory; choose another --out")
+    probe_dir = out_dir
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise BadInput(f"{out_dir}: cannot be created because {probe_dir} is a file; choose another --out")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".farm-probe-"):
+            pass
+    except OSError as error:
+        raise BadInput(f"{out_dir}: cannot be written ({error.strerror}); choose another --out") from None
+    return out_dir
+
+
+def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host) -> tuple[Job, Path, list[str]]:
+    """Check the scene and make its self-contained copy; keep the previous copy if nothing changed.
+
+    Packing writes a new .blend each time (Blender's output is not byte-stable), so
+    the copy is kept while the source, its external files and the settings are the
+    same: the farm's datum hashes then stay the same and a rerun only renders what is missing.
+    """
+    folder = prepared_root / job.name
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=prepared_root, prefix=".staging-") as staging:
+        fresh = Path(staging) / "scene.blend"
+        facts = _run_prepare(blend, fresh, job.settings, host)
+        fingerprint = _fingerprint(blend, facts["dependencies"], job.settings)
+        job = Job(job.name, job.display_name, job.settings, fingerprint, tuple(facts["saved_with"]))
+        previous = folder / "job.json"
+        if not (previous.exists() and (folder / "scene.blend").exists()
+                and Job.load(previous).source_fingerprint == fingerprint):
+            os.replace(fresh, folder / "scene.blend")
+            write_text(previous, json.dumps(job.to_json(), indent=1, ensure_ascii=False))
+    return job, folder, facts["missing"]
+
+
+def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Host) -> dict:
+    result = destination.with_name("prepare.json")
+    argv, extra = host.module_argv("farm_pipelines.blender.prepare", str(blend), str(destination),
+                                   json.dumps(settings.to_json()), str(result))
+    done = subprocess.run(argv, env={**os.environ, **extra}, capture_output=True, text=True)
+    if done.returncode == 2:
+        raise BadInput(_last_error(done.stderr) or f"{blend}: cannot be prepared")
+    if done.returncode != 0 or not result.exists():
+        detail = _last_error(done.stderr) or f"Blender exited with code {done.returncode}"
+        raise BadInput(f"{blend}: Blender could not open it ({detail}); the file may be corrupt")
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+def _last_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    return lines[-1][len("error:"):].strip() if lines else ""
+
+
+def _fingerprint(blend: Path, dependencies: list[str], settings: JobSettings) -> str:
+    digest = hashlib.sha256(json.dumps(settings.to_json(), sort_keys=True).encode())
+    for path in [str(blend), *dependencies]:
+        digest.update(path.encode() + b"\0")
+        source = Path(path)
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for file in files:
+            with file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_prepared(job_name: str, state_dir: Path | None = None) -> None:
+    shutil.rmtree((Path(state_dir) if state_dir else default_state_dir()) / "prepared" / job_name,
+                  ignore_errors=True)
