@@ -91,8 +91,9 @@ class _ProgressBar:
         self._shown = False
 
     def event(self, event: FarmEvent) -> None:
-        if event.kind == "warning":
-            self._print(f"warning: {event.message}", newline=True)
+        if event.kind in ("info", "warning"):
+            prefix = "warning: " if event.kind == "warning" else ""
+            self._print(f"{prefix}{event.message}", newline=True)
         elif event.kind == "progress" and event.progress:
             self._progress(event.progress)
 

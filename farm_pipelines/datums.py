@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,13 @@ def _pfs_inputs(spec: dict, repos_root: Path, scope: str) -> list[DatumInput]:
     for path in _walk(repos_root / pfs["repo"], scope):
         match = pattern.match(path)
         if match:
-            key = re.sub(r"\$(\d+)", lambda m: match.group(int(m.group(1))) or "", join_on) if join_on else ""
-            found.append(DatumInput(name, pfs["repo"], path, key))
+            found.append(DatumInput(name, pfs["repo"], path, _join_key(join_on, match)))
     return found
+
+
+def _join_key(template: str, match: re.Match[str]) -> str:
+    """``$1``-style substitution of a glob's capture groups, as ``join_on`` uses it."""
+    return re.sub(r"\$(\d+)", lambda ref: match.group(int(ref.group(1))) or "", template)
 
 
 def enumerate_datums(spec_input: dict, repos_root: Path, scope: str = "") -> list[Datum]:

@@ -54,7 +54,7 @@ class JobSettings:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "JobSettings":
+    def from_json(cls, data: dict) -> JobSettings:
         return cls(
             tile=TileSize(**data.get("tile", {})),
             frames=FrameRange(**data.get("frames", {})),
@@ -84,7 +84,7 @@ class Job:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "Job":
+    def from_json(cls, data: dict) -> Job:
         return cls(
             name=check_job_name(data["name"]),
             display_name=str(data.get("display_name", data["name"])),
@@ -94,7 +94,7 @@ class Job:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "Job":
+    def load(cls, path: Path) -> Job:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 

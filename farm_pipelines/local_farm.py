@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -29,10 +30,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 from farm_pipelines import pachyderm
 from farm_pipelines.atomic_files import copy_file, write_text
@@ -220,7 +221,7 @@ class LocalFarm:
 
     # -- pipelines -------------------------------------------------------------------------------
 
-    def run_pipeline(self, name: str, scope: str, tracker: "_ProgressTracker | None" = None,
+    def run_pipeline(self, name: str, scope: str, tracker: _ProgressTracker | None = None,
                      cancel: threading.Event | None = None) -> StageReport:
         """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job."""
         tracker = tracker or _ProgressTracker(lambda progress: None)
@@ -244,7 +245,7 @@ class LocalFarm:
         return report
 
     def _run_workers(self, name: str, spec: dict, scope: str, scheduler: _Scheduler,
-                     tracker: "_ProgressTracker", cancel: threading.Event) -> None:
+                     tracker: _ProgressTracker, cancel: threading.Event) -> None:
         run_dir = self.root / "work" / f"{name}-{uuid.uuid4().hex[:8]}"
         count = min(self.workers, max(1, len(scheduler._queue)))
         slots = [_Slot(self, name, spec, scope, run_dir / str(i), scheduler, tracker) for i in range(count)]
@@ -325,7 +326,7 @@ class _Slot:
     """One worker: its own /pfs tree and, for batched transforms, one long-lived process."""
 
     def __init__(self, farm: LocalFarm, pipeline: str, spec: dict, scope: str, root: Path,
-                 scheduler: _Scheduler, tracker: "_ProgressTracker") -> None:
+                 scheduler: _Scheduler, tracker: _ProgressTracker) -> None:
         self.farm, self.pipeline, self.spec, self.scope = farm, pipeline, spec, scope
         self.pfs = root / "pfs"
         self.scheduler, self.tracker = scheduler, tracker
@@ -425,21 +426,7 @@ class _Slot:
             no_more = threading.Event()
             took_any = threading.Event()
 
-            def next_datum(error: str) -> list[str] | None:
-                if self.current is not None:
-                    task, self.current = self.current, None
-                    self._finish(task, error or None)
-                task = self.scheduler.take()
-                if task is None:
-                    no_more.set()
-                    return None
-                self.current = task
-                took_any.set()
-                env = self._prepare(task)
-                (self.pfs / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
-                return [f"{k}={v}" for k, v in env.items()]
-
-            server, port = pachyderm.serve_worker_api(next_datum)
+            server, port = pachyderm.serve_worker_api(functools.partial(self._next_datum, no_more, took_any))
             try:
                 self.process = self._start({**self._base_env(), "PPS_WORKER_GRPC_PORT": str(port)})
                 while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
@@ -455,6 +442,21 @@ class _Slot:
                     failed_starts = self._worker_died(took_any.is_set(), failed_starts)
             finally:
                 server.stop(None)
+
+    def _next_datum(self, no_more: threading.Event, took_any: threading.Event, error: str) -> list[str] | None:
+        """The Worker API's NextDatum: settle the datum just processed, lay out the next one."""
+        if self.current is not None:
+            task, self.current = self.current, None
+            self._finish(task, error or None)
+        task = self.scheduler.take()
+        if task is None:
+            no_more.set()
+            return None
+        self.current = task
+        took_any.set()
+        env = self._prepare(task)
+        (self.pfs / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+        return [f"{k}={v}" for k, v in env.items()]
 
     def _worker_died(self, took_any: bool, failed_starts: int) -> int:
         """A worker process died (crash, OOM, kill -9): requeue its datum elsewhere and restart."""

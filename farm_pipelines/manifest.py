@@ -25,7 +25,7 @@ class TileSpec:
         return {"index": self.index, "box": self.box.as_list(), "render_box": self.render_box.as_list()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "TileSpec":
+    def from_json(cls, data: dict) -> TileSpec:
         return cls(int(data["index"]), Box.from_list(data["box"]), Box.from_list(data["render_box"]))
 
 
@@ -62,7 +62,7 @@ class FrameManifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "FrameManifest":
+    def from_json(cls, data: dict) -> FrameManifest:
         width, height = data["frame_size"]
         return cls(
             frame=int(data["frame"]),
@@ -73,7 +73,7 @@ class FrameManifest:
         )
 
     @classmethod
-    def load(cls, path: Path) -> "FrameManifest":
+    def load(cls, path: Path) -> FrameManifest:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 

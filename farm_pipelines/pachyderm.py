@@ -7,8 +7,8 @@ batching helper. Local-farm side: ``serve_worker_api`` answers that helper's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 import python_pachyderm

@@ -13,9 +13,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.backend import Backend, Progress
@@ -28,7 +28,7 @@ from farm_pipelines.local_farm import LocalFarm, default_state_dir
 
 @dataclass(frozen=True)
 class FarmEvent:
-    kind: str  # "warning", "progress", "frame" or "done"
+    kind: str  # "info", "warning", "progress", "frame" or "done"
     message: str = ""
     progress: Progress | None = None
     frame: int | None = None
@@ -51,7 +51,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     blend = check_blend_path(Path(blend))
     out_dir = check_out_dir(Path(out_dir))
     state = Path(state_dir) if state_dir else default_state_dir()
-    backend = backend or LocalFarm(state, workers=workers, host=host)
+    backend = backend or LocalFarm(state, workers=workers, host=host,
+                                   log=lambda message: emit(FarmEvent("info", message)))
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
 

@@ -7,8 +7,8 @@ and a box is half-open ``[x0, x1) x [y0, y1)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,11 @@ class Box:
         return [self.x0, self.y0, self.x1, self.y1]
 
     @classmethod
-    def from_list(cls, values: list[int]) -> "Box":
+    def from_list(cls, values: list[int]) -> Box:
         x0, y0, x1, y1 = (int(v) for v in values)
         return cls(x0, y0, x1, y1)
 
-    def grown(self, margin: int, limit: "Box") -> "Box":
+    def grown(self, margin: int, limit: Box) -> Box:
         """This box plus ``margin`` pixels on every side, clipped to ``limit``."""
         return Box(
             max(limit.x0, self.x0 - margin),
