@@ -1,0 +1,71 @@
+"""Build small test scenes in a separate bpy process: ``python tests/scene_builder.py OUT.blend JSON``.
+
+Options (all optional): size [w, h], percentage, samples, frames [start, end],
+border [min_x, min_y, max_x, max_y], crop, dither, camera (bool), color [r, g, b],
+text_block_writes (a path a registered text block would create on load).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import bpy
+
+
+def build(options: dict) -> None:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    render = scene.render
+    render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = options.get("samples", 2)
+    scene.cycles.use_denoising = False
+    scene.cycles.seed = 3
+    render.resolution_x, render.resolution_y = options.get("size", [64, 48])
+    render.resolution_percentage = options.get("percentage", 100)
+    render.dither_intensity = options.get("dither", 1.0)
+    render.image_settings.file_format = "PNG"
+    scene.frame_start, scene.frame_end = options.get("frames", [1, 2])
+    if "border" in options:
+        render.use_border = True
+        render.border_min_x, render.border_min_y, render.border_max_x, render.border_max_y = options["border"]
+        render.use_crop_to_border = options.get("crop", False)
+
+    material = bpy.data.materials.new("Noise")
+    nodes = material.node_tree.nodes
+    noise = nodes.new("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = 8.0
+    material.node_tree.links.new(noise.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
+    bpy.ops.mesh.primitive_plane_add(size=10)
+    bpy.context.object.data.materials.append(material)
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=(0, 0, 1))
+    sphere = bpy.context.object
+    tint = bpy.data.materials.new("Tint")
+    tint.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*options.get("color", [0.8, 0.2, 0.1]), 1)
+    sphere.data.materials.append(tint)
+    sphere.keyframe_insert("location", frame=scene.frame_start)
+    sphere.location.x = 1.5
+    sphere.keyframe_insert("location", frame=scene.frame_end)
+    bpy.ops.object.light_add(type="POINT", location=(2, -2, 4))
+    bpy.context.object.data.energy = 600
+    if options.get("camera", True):
+        bpy.ops.object.camera_add(location=(0, -6, 3), rotation=(1.2, 0, 0))
+        scene.camera = bpy.context.object
+    world = bpy.data.worlds.new("World")
+    world.color = (0.1, 0.1, 0.12)
+    scene.world = world
+    if "text_block_writes" in options:
+        text = bpy.data.texts.new("register_me.py")
+        text.write(f"open({options['text_block_writes']!r}, 'w').write('ran')\n")
+        text.use_module = True  # "Register": runs on load when scripts are allowed
+
+
+def main() -> None:
+    out, options = sys.argv[-2], json.loads(sys.argv[-1])
+    build(options)
+    bpy.ops.wm.save_as_mainfile(filepath=out)
+
+
+if __name__ == "__main__":
+    main()
