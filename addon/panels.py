@@ -1,0 +1,102 @@
+"""The Render Farm panel in Render Properties, and the list of finished frames."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.types import Panel, UIList
+
+from . import dependencies, preferences
+from .properties import FarmFrame, FarmJobState, FarmSettings
+
+
+class FARM_UL_frames(UIList):  # noqa: N801  (Blender's list naming)
+    """Finished frames; selecting one shows it in the Image Editor."""
+
+    def draw_item(self, context, layout, data, item: FarmFrame, icon, active_data, active_propname, index=0):
+        row = layout.row()
+        row.label(text=f"Frame {item.frame}", icon="IMAGE_DATA")
+        row.label(text=bpy.path.basename(item.filepath))
+
+
+class RENDER_PT_farm(Panel):  # noqa: N801
+    bl_label = "Render Farm"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        missing = dependencies.missing()
+        if missing:
+            box = layout.box()
+            box.alert = True
+            box.label(text=dependencies.message(missing), icon="ERROR")
+        job: FarmJobState = context.window_manager.render_farm_job
+        self._draw_settings(context, layout.column(), enabled=not job.running)
+        self._draw_job(layout, job)
+
+    def _draw_settings(self, context: bpy.types.Context, col, enabled: bool) -> None:
+        scene = context.scene
+        farm: FarmSettings = scene.render_farm
+        col.enabled = enabled
+        col.prop(farm, "backend")
+        if farm.backend == "PACHYDERM":
+            col.label(text=f"Cluster: {preferences.get(context).address or 'not set (see preferences)'}")
+        col.prop(farm, "tile_size")
+        if farm.tile_size == "CUSTOM":
+            sub = col.column(align=True)
+            sub.prop(farm, "tile_width", text="Width")
+            sub.prop(farm, "tile_height", text="Height")
+        col.prop(scene.render, "use_border", text="Render Region")
+        sub = col.column()
+        sub.active = scene.render.use_border
+        sub.prop(scene.render, "use_crop_to_border", text="Crop to Region")
+        col.prop(farm, "use_scene_frames")
+        frames = col.column(align=True)
+        if not farm.use_scene_frames:
+            frames.prop(farm, "frame_start")
+            frames.prop(farm, "frame_end")
+        frames.prop(farm, "frame_step")
+        col.prop(farm, "file_format")
+        col.prop(farm, "output_folder")
+
+    def _draw_job(self, layout, job: FarmJobState) -> None:
+        if job.running:
+            row = layout.row(align=True)
+            row.progress(factor=job.fraction, type="BAR", text=progress_text(job))
+            row.operator("farm.cancel_job", text="", icon="CANCEL")
+        else:
+            layout.operator("farm.render_to_farm", icon="RENDER_ANIMATION")
+        if job.message:
+            box = layout.box()
+            box.alert = job.state == "FAILED"
+            box.label(text=job.message, icon="ERROR" if job.state == "FAILED" else "INFO")
+        for warning in filter(None, job.warnings.splitlines()):
+            layout.label(text=warning, icon="ERROR")
+        if len(job.frames):
+            layout.label(text=f"Finished frames of {job.job_name}:")
+            layout.template_list("FARM_UL_frames", "", job, "frames", job, "active_frame", rows=3)
+
+
+def progress_text(job: FarmJobState) -> str:
+    """``Tiles 12/40, frames 1/2, ETA 1m 05s`` for the bar."""
+    text = f"Tiles {job.tiles_done}/{job.tiles_total}, frames {job.frames_merged}/{job.frames_total}"
+    if job.eta_seconds >= 0:
+        minutes, seconds = divmod(round(job.eta_seconds), 60)
+        text += f", ETA {minutes}m {seconds:02d}s" if minutes else f", ETA {seconds}s"
+    return text
+
+
+_CLASSES = (FARM_UL_frames, RENDER_PT_farm)
+
+
+def register() -> None:
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)

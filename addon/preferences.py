@@ -1,0 +1,52 @@
+"""Add-on preferences: where the Pachyderm cluster is, how to authenticate, local farm defaults.
+
+The auth token lives here, in Blender's user preferences, never on a scene, so it
+is never written into a .blend file.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+from bpy.types import AddonPreferences
+
+from .properties import TILE_PRESET_ITEMS
+
+
+class FarmPreferences(AddonPreferences):
+    bl_idname = __package__
+
+    address: StringProperty(
+        name="Pachyderm Address", default="localhost:30650",
+        description="host:port of pachd, or a grpc:// / grpcs:// URL")
+    token: StringProperty(
+        name="Auth Token", subtype="PASSWORD",
+        description="Pachyderm auth token; kept in Blender's preferences, never in .blend files")
+    use_tls: BoolProperty(name="TLS", description="Connect to pachd over TLS")
+    default_tile: EnumProperty(name="Default Tile Size", items=TILE_PRESET_ITEMS, default="CPU_64")
+    local_workers: IntProperty(
+        name="Local Workers", default=0, min=0, max=256,
+        description="Render processes of the local farm; 0 uses one per CPU core")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        pachyderm = layout.column(heading="Pachyderm")
+        pachyderm.prop(self, "address")
+        pachyderm.prop(self, "token")
+        pachyderm.prop(self, "use_tls")
+        local = layout.column(heading="Local Farm")
+        local.prop(self, "local_workers")
+        layout.prop(self, "default_tile")
+
+
+def get(context: bpy.types.Context) -> FarmPreferences:
+    return context.preferences.addons[__package__].preferences
+
+
+def register() -> None:
+    bpy.utils.register_class(FarmPreferences)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(FarmPreferences)

@@ -1,0 +1,121 @@
+"""Turn the user's scene and settings into a farm submission, on the main thread, without touching their session.
+
+The scene is saved as a copy (unsaved changes included; the user's file path and
+dirty flag stay as they were). The farm's own submission step then packs that
+copy in a separate process, so nothing here packs or remaps the user's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from farm_pipelines.errors import BadInput
+from farm_pipelines.host import Host
+from farm_pipelines.job import FrameRange, JobSettings, TileSize
+
+from . import preferences
+from .properties import TILE_PRESETS, FarmSettings
+
+
+@dataclass(frozen=True)
+class Pachyderm:
+    """Connection settings, copied out of the preferences for the background thread."""
+
+    address: str
+    token: str
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything the background thread needs: plain Python, no bpy."""
+
+    blend: Path
+    settings: JobSettings
+    out_dir: Path
+    display_name: str
+    host: Host
+    workers: int | None
+    pachyderm: Pachyderm | None
+
+
+def from_context(context: bpy.types.Context) -> Submission:
+    """Check the settings, save the scene copy and describe the job; raises BadInput with a one-line reason."""
+    scene = context.scene
+    farm: FarmSettings = scene.render_farm
+    prefs = preferences.get(context)
+    if scene.camera is None:
+        raise BadInput(f"scene {scene.name!r} has no active camera; set one in Scene Properties")
+    pachyderm = None
+    if farm.backend == "PACHYDERM":
+        if not prefs.address.strip():
+            raise BadInput("no Pachyderm address: set it in the Pachyderm Render Farm add-on preferences")
+        pachyderm = Pachyderm(prefs.address.strip(), prefs.token, prefs.use_tls)
+    settings = JobSettings(tile=tile_size(farm, prefs.default_tile), frames=frame_range(farm),
+                           file_format=farm.file_format)
+    out_dir = output_folder(farm)
+    stem = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
+    return Submission(
+        blend=save_copy(stem),
+        settings=settings,
+        out_dir=out_dir,
+        display_name=f"{stem} {scene.name}",
+        host=Host(blender=bpy.app.binary_path or None),
+        workers=prefs.local_workers or None,
+        pachyderm=pachyderm,
+    )
+
+
+def tile_size(farm: FarmSettings, default_tile: str) -> TileSize:
+    if farm.tile_size == "CUSTOM":
+        return TileSize(farm.tile_width, farm.tile_height)
+    edge = TILE_PRESETS[default_tile if farm.tile_size == "PREFERENCES" else farm.tile_size]
+    return TileSize(edge, edge)
+
+
+def frame_range(farm: FarmSettings) -> FrameRange:
+    if farm.use_scene_frames:
+        return FrameRange(step=farm.frame_step)
+    if farm.frame_end < farm.frame_start:
+        raise BadInput(f"frame range {farm.frame_start}-{farm.frame_end} is empty: the end comes before the start")
+    return FrameRange(farm.frame_start, farm.frame_end, farm.frame_step)
+
+
+def output_folder(farm: FarmSettings) -> Path:
+    folder = farm.output_folder.strip()
+    if not folder:
+        raise BadInput("no output folder: choose one in the Render Farm panel")
+    if folder.startswith("//") and not bpy.data.filepath:
+        raise BadInput(f"output folder {folder!r} is relative to the .blend file, which is not saved yet: "
+                       f"save the file or choose an absolute folder")
+    return Path(bpy.path.abspath(folder))
+
+
+def save_copy(stem: str) -> Path:
+    """Save the current session as a copy at a stable path, so resubmitting reuses the farm's finished work.
+
+    The path depends on the user's file (or this process, for unsaved files), and
+    the farm names jobs after it; ``relative_remap`` keeps relative paths to
+    external files pointing at the same files from the copy's folder.
+    """
+    identity = bpy.data.filepath or f"untitled-{os.getpid()}"
+    folder = Path(tempfile.gettempdir()) / "pachyderm_farm" / hashlib.sha256(identity.encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"{stem}.blend"
+    try:
+        bpy.ops.wm.save_as_mainfile(filepath=str(copy), copy=True, relative_remap=True, compress=False,
+                                    check_existing=False)
+    except RuntimeError as error:
+        raise BadInput(f"could not save a copy of the scene to {copy}: {_last_line(error)}") from None
+    return copy
+
+
+def _last_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[-1] if lines else type(error).__name__
