@@ -2,19 +2,44 @@
 
 Pipeline side: ``run_batched`` drives a transform with python-pachyderm's datum
 batching helper. Local-farm side: ``serve_worker_api`` answers that helper's
-``NextDatum`` calls, as pachd's worker binary does in a pipeline pod.
+``NextDatum`` calls, as pachd's worker binary does in a pipeline pod. Cluster
+side: ``PachydermBackend`` deploys the three specs, submits jobs to the ``blends``
+repo, follows their job sets and downloads the merged frames; ``deploy_specs``
+prepares the specs with the worker image.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import urlparse
 
 import grpc
 import python_pachyderm
+import requests
+from python_pachyderm import pfs as pach_pfs
+from python_pachyderm.proto.v2.pfs import pfs_pb2
+from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
 
 from farm_pipelines import pfs
+from farm_pipelines.backend import Progress
+from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.job import Job, check_job_name
+from farm_pipelines.pipelines import PIPELINES, load_spec
+
+T = TypeVar("T")
 
 
 def run_batched(process_datum: Callable[[], None]) -> None:
@@ -52,3 +77,521 @@ def serve_worker_api(next_datum: Callable[[str], list[str] | None]) -> tuple[grp
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
+
+
+# -- The cluster side: deploy the DAG, submit jobs, follow them, fetch frames ---------------------
+
+#: Bytes per upload message; well under pachd's 20 MB gRPC message limit.
+UPLOAD_CHUNK = 2 * 1024 * 1024
+#: Bytes per download read and write.
+DOWNLOAD_CHUNK = 1024 * 1024
+#: The annotation carrying a digest of the spec we applied, so that re-deploying changes only what changed.
+SPEC_ANNOTATION = "render-farm/spec-sha256"
+#: Label of nodes that may run GPU renderers (``kubectl label node NODE render-farm/gpu=true``).
+GPU_NODE_LABEL = "render-farm/gpu"
+INPUT_REPO = "blends"
+MERGER = "merger"
+BRANCH = "master"
+DEFAULT_PORT = 30650
+_DOWNLOAD_ATTEMPTS = 5
+_TERMINAL = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED, pps_pb2.JOB_UNRUNNABLE}
+_TILE_PATH = re.compile(r"^/?([^/]+)/tiles/(-?\d+)_(\d+)\.json$")
+_FRAME_FILE = re.compile(r"^(-?\d+)\.[A-Za-z0-9]+$")
+
+
+def parse_address(address: str, tls: bool | None = None) -> tuple[str, int, bool]:
+    """``grpc://host:port``, ``grpcs://host:port`` or ``host:port`` -> (host, port, tls); an explicit ``tls`` wins."""
+    text = address.strip()
+    url = urlparse(text if "://" in text else f"grpc://{text}")
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if (url.scheme not in ("grpc", "grpcs", "http", "https") or not url.hostname or port == -1
+            or url.path not in ("", "/") or url.query or url.username):
+        raise BadInput(f"pachd address {address!r} is not understood: use grpc://HOST:30650 or grpcs://HOST:443")
+    secure = url.scheme in ("grpcs", "https")
+    return url.hostname, port or (443 if secure else DEFAULT_PORT), secure if tls is None else tls
+
+
+def spec_digest(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None) -> list[dict]:
+    """The three specs as they go to pachd: the worker ``image`` set, and an annotation with their digest.
+
+    ``gpu`` asks for one NVIDIA GPU per renderer worker on nodes labelled ``render-farm/gpu=true``;
+    ``renderer_nodes`` adds node-selector labels for renderers only (spot/preemptible pools).
+    """
+    if not image.strip():
+        raise BadInput("the worker image is empty: pass --image REGISTRY/farm-worker:TAG")
+    specs = []
+    for name in PIPELINES:
+        spec = load_spec(name)
+        spec["transform"]["image"] = image.strip()
+        if name == "renderer":
+            selector = dict(renderer_nodes or {})
+            if gpu:
+                spec.setdefault("resource_limits", {})["gpu"] = {"type": "nvidia.com/gpu", "number": 1}
+                selector[GPU_NODE_LABEL] = "true"
+            if selector:
+                spec.setdefault("scheduling_spec", {}).setdefault("node_selector", {}).update(selector)
+        spec.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_ANNOTATION] = spec_digest(spec)
+        specs.append(spec)
+    return specs
+
+
+def pipeline_request(spec: dict, update: bool = False) -> pps_pb2.CreatePipelineRequest:
+    """Parse a spec with python-pachyderm's own parser, so pachd sees exactly what ``pachctl`` would send."""
+    request = python_pachyderm.parse_dict_pipeline_spec(spec)
+    request.update = update
+    return request
+
+
+@dataclass(frozen=True)
+class FailedDatum:
+    """One datum that failed for good: which pipeline, which job and tile, and what its worker logged."""
+
+    pipeline: str
+    datum_id: str
+    job: str
+    what: str  # "frame 12 tile 3", "splitting", "merging"
+    log_lines: tuple[str, ...]
+
+    def describe(self) -> str:
+        last = self.log_lines[-1] if self.log_lines else "no log lines"
+        return f"job {self.job} {self.what} (datum {self.datum_id[:12]}): {last[:200]}"
+
+
+class DatumsFailed(FarmFailure):
+    """Pachyderm gave up on some datums; ``failures`` holds each one with its log lines."""
+
+    def __init__(self, message: str, failures: list[FailedDatum]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job in the ``blends`` repo and how far the merger got with it."""
+
+    name: str
+    display_name: str
+    frames: int
+    failed_frames: int
+
+
+class _Chunked(io.RawIOBase):
+    """A binary file that never returns more than ``UPLOAD_CHUNK`` bytes per read (one gRPC message)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        super().__init__()
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        limit = UPLOAD_CHUNK if size is None or size < 0 else min(size, UPLOAD_CHUNK)
+        return self._handle.read(limit)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _rpc_error(error: BaseException) -> grpc.RpcError | None:
+    """python-pachyderm wraps some gRPC errors in ConnectionError; find the status underneath."""
+    while error is not None:
+        if isinstance(error, grpc.RpcError) and hasattr(error, "code"):
+            return error
+        error = error.__cause__
+    return None
+
+
+def _status(error: BaseException) -> grpc.StatusCode | None:
+    rpc = _rpc_error(error)
+    return rpc.code() if rpc is not None else None
+
+
+class PachydermBackend:
+    """A ``Backend`` that runs jobs on a Pachyderm cluster through python-pachyderm.
+
+    ``address`` is ``grpc://HOST:PORT``, ``grpcs://HOST:PORT`` or ``HOST:PORT``; None uses the
+    active context of the user's pachctl config (``PACH_CONFIG`` or ``~/.pachyderm/config.json``).
+    ``http_url`` (or ``FARM_PACHD_HTTP``), the base URL of pachd's HTTP file server, makes
+    downloads use HTTP range requests; otherwise they use gRPC ``GetFile`` offsets. Both resume.
+    """
+
+    def __init__(self, address: str | None = None, token: str | None = None, tls: bool | None = None, *,
+                 http_url: str | None = None, poll_seconds: float = 2.0) -> None:
+        self._token = token or None
+        self._http_url = (http_url or os.environ.get("FARM_PACHD_HTTP") or "").rstrip("/") or None
+        self._poll = poll_seconds
+        if address:
+            host, port, secure = parse_address(address, tls)
+            self.address = f"{'grpcs' if secure else 'grpc'}://{host}:{port}"
+            self._client = self._call("connect", python_pachyderm.Client, host, port, auth_token=self._token,
+                                      tls=secure, use_default_host=False)
+        else:
+            self._client = self._from_config()
+
+    def _from_config(self) -> python_pachyderm.Client:
+        path = Path(os.environ.get("PACH_CONFIG") or Path.home() / ".pachyderm" / "config.json")
+        self.address = f"the pachctl context in {path}"
+        if not path.is_file():
+            raise FarmFailure(f"no pachd address given and no pachctl config at {path}: "
+                              "pass --pachd grpc://HOST:30650 or run `pachctl connect` first")
+        try:
+            with path.open(encoding="utf-8") as handle:
+                client = self._call("connect", python_pachyderm.Client.new_from_config, handle)
+        except (python_pachyderm.ConfigError, ValueError, KeyError) as error:
+            raise FarmFailure(f"the pachctl config {path} is unusable ({_one_line(error)}): "
+                              "fix it with `pachctl config` or pass --pachd grpc://HOST:30650") from error
+        self.address = client.address
+        if self._token:
+            client.auth_token = self._token
+        return client
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _call(self, doing: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one client call; any gRPC or connection failure becomes one ``FarmFailure`` line."""
+        try:
+            return call(*args, **kwargs)
+        except (grpc.RpcError, ConnectionError) as error:
+            raise self._explain(error, doing) from error
+
+    def _list(self, doing: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> list:
+        """Like ``_call`` for a streaming call: the stream is read inside, where its errors are caught."""
+        return self._call(doing, lambda: list(call(*args, **kwargs)))
+
+    def _explain(self, error: BaseException, doing: str) -> FarmFailure:
+        code = _status(error)
+        rpc = _rpc_error(error)
+        details = _one_line(rpc.details() if rpc is not None else error) or "no details"
+        where = f"pachd at {self.address}"
+        if code in (grpc.StatusCode.UNAVAILABLE, None):
+            return FarmFailure(f"cannot reach {where} to {doing} ({details}): check the --pachd address, "
+                               "TLS (grpc:// or grpcs://) and that pachd is running (kubectl get pods)")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return FarmFailure(f"{where} refused the token to {doing} ({details}): set FARM_PACHD_TOKEN "
+                               "to a valid token, e.g. from `pachctl auth get-robot-token render-farm`")
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return FarmFailure(f"{where} does not allow this token to {doing} ({details}): ask the cluster "
+                               "admin for repoOwner on 'blends' and the farm pipelines")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return FarmFailure(f"{where} timed out while trying to {doing}: try again, or check the cluster")
+        return FarmFailure(f"{where} could not {doing}: {code.name}: {details}")
+
+    def _maybe(self, doing: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Like ``_call``, but a missing repo, branch, file or pipeline gives None."""
+        try:
+            return self._call(doing, call, *args, **kwargs)
+        except FarmFailure as failure:
+            if _status(failure.__cause__) == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    def _maybe_list(self, doing: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> list:
+        return self._maybe(doing, self._list, doing, call, *args, **kwargs) or []
+
+    def _read(self, doing: str, commit: Any, path: str) -> bytes:
+        return self._call(doing, lambda: self._client.get_file(commit, path).read())
+
+    # -- deploy ----------------------------------------------------------------------------------
+
+    def deploy(self, specs: list[dict]) -> list[str]:
+        """Create the ``blends`` repo and the pipelines, or update those whose spec changed.
+
+        Returns one line per repo or pipeline saying what was done.
+        """
+        client = self._client
+        done = []
+        if self._maybe("look up the blends repo", client.inspect_repo, INPUT_REPO) is None:
+            self._call("create the blends repo", client.create_repo, INPUT_REPO,
+                       description="Render jobs: /<job>/scene.blend and /<job>/job.json")
+            done.append(f"created repo {INPUT_REPO}")
+        for spec in specs:
+            name = spec["pipeline"]["name"]
+            found = self._maybe_list(f"look up pipeline {name}", client.inspect_pipeline, name, details=True)
+            applied = found[0].details.metadata.annotations.get(SPEC_ANNOTATION) if found else None
+            if applied == spec["metadata"]["annotations"][SPEC_ANNOTATION]:
+                done.append(f"pipeline {name} is up to date")
+                continue
+            self._call(f"create pipeline {name}", client.create_pipeline_from_request,
+                       pipeline_request(spec, update=bool(found)))
+            done.append(f"{'updated' if found else 'created'} pipeline {name}")
+        return done
+
+    def _require_pipelines(self) -> None:
+        for name in PIPELINES:
+            if not self._maybe_list(f"look up pipeline {name}", self._client.inspect_pipeline, name):
+                raise FarmFailure(f"pipeline {name!r} is not deployed on pachd at {self.address}: run "
+                                  "`farm deploy --image REGISTRY/farm-worker:TAG --apply --pachd ...` first")
+
+    # -- Backend ---------------------------------------------------------------------------------
+
+    def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
+            cancel: threading.Event) -> None:
+        self._require_pipelines()
+        commit_id = self.upload(job, Path(job_files))
+        self.follow(commit_id, job, on_progress, cancel)
+
+    def upload(self, job: Job, job_files: Path) -> str:
+        """Put ``scene.blend`` and ``job.json`` under ``/<job>/`` of ``blends`` in one commit; returns its id.
+
+        Files go in fixed-size chunks; if anything fails the commit is dropped, so pipelines
+        never see half a job.
+        """
+        sources = {name: job_files / name for name in ("scene.blend", "job.json")}
+        for path in sources.values():
+            if not path.is_file():
+                raise BadInput(f"{path} is missing: the job folder must hold scene.blend and job.json")
+        commit = self._call("start a commit in the blends repo", self._client.start_commit, INPUT_REPO, BRANCH,
+                            description=f"render-farm job {job.display_name}")
+        try:
+            with contextlib.ExitStack() as files:
+                handles = {name: files.enter_context(path.open("rb")) for name, path in sources.items()}
+                with self._client.modify_file_client(commit) as writes:
+                    for name, handle in handles.items():
+                        writes.put_file_from_fileobj(f"/{job.name}/{name}", _Chunked(handle))
+            self._client.finish_commit(commit)
+        except BaseException as error:
+            with contextlib.suppress(grpc.RpcError, ConnectionError):
+                self._client.drop_commit(commit.id)
+            if isinstance(error, (grpc.RpcError, ConnectionError)):
+                raise self._explain(error, f"upload job {job.name}") from error
+            raise
+        return commit.id
+
+    def follow(self, commit_id: str, job: Job, on_progress: Callable[[Progress], None],
+               cancel: threading.Event) -> None:
+        """Poll the job set of ``commit_id`` until the merger is done; raise on failed datums or jobs."""
+        counts: dict[str, int] = {}
+        while True:
+            if cancel.is_set():
+                self._stop(commit_id)
+                raise FarmFailure("cancelled")
+            infos = {info.job.pipeline.name: info
+                     for info in self._list("follow the job", self._client.inspect_job, commit_id)}
+            splitter = infos.get("splitter")
+            if not counts and splitter is not None and splitter.state == pps_pb2.JOB_SUCCESS:
+                counts = self._plan(commit_id, job.name)
+            merger = infos.get(MERGER)
+            finished = merger is not None and merger.state in _TERMINAL
+            on_progress(_progress(infos, counts, done=finished and merger.state == pps_pb2.JOB_SUCCESS))
+            if finished:
+                break
+            cancel.wait(self._poll)
+        self._raise_failures(infos, job.name)
+
+    def _plan(self, commit_id: str, job_name: str) -> dict[str, int]:
+        """How many tiles and frames the splitter planned for this job (other jobs share the repos)."""
+        commit = pach_pfs.Commit(repo="splitter", id=commit_id)
+        glob = self._client.glob_file
+        return {"tiles": len(self._maybe_list("count the job's tiles", glob, commit, f"/{job_name}/tiles/*")),
+                "frames": len(self._maybe_list("count the job's frames", glob, commit, f"/{job_name}/frames/*"))}
+
+    def _stop(self, commit_id: str) -> None:
+        for info in self._list("look up the job to cancel", self._client.inspect_job, commit_id):
+            if info.state not in _TERMINAL:
+                name = info.job.pipeline.name
+                self._maybe(f"stop the {name} job", self._client.stop_job, commit_id, name,
+                            reason="cancelled from the render farm")
+
+    def _raise_failures(self, infos: dict[str, pps_pb2.JobInfo], job_name: str) -> None:
+        failures: list[FailedDatum] = []
+        for name in PIPELINES:
+            info = infos.get(name)
+            if info is not None and (info.data_failed or info.data_recovered):
+                failures += self._failed_datums(info)
+        if failures:
+            ours = [f for f in failures if f.job == job_name]
+            others = sorted({f.job for f in failures if f.job != job_name})
+            shown = "; ".join(f.describe() for f in (ours or failures)[:3])
+            more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
+            hint = (f"; datums of other job(s) {', '.join(others)} fail too: `farm clean JOB` removes them"
+                    if others else "; `pachctl logs --job PIPELINE@ID` has the full logs")
+            raise DatumsFailed(f"{len(failures)} datum(s) failed after retries: {shown}{more}{hint}", failures)
+        for name in PIPELINES:
+            info = infos.get(name)
+            if info is not None and info.state != pps_pb2.JOB_SUCCESS:
+                state = pps_pb2.JobState.Name(info.state).removeprefix("JOB_").lower()
+                raise FarmFailure(f"the {name} job {info.job.id[:12]} ended {state}: "
+                                  f"{_one_line(info.reason) or 'no reason given'}")
+
+    def _failed_datums(self, info: pps_pb2.JobInfo) -> list[FailedDatum]:
+        pipeline, job_id = info.job.pipeline.name, info.job.id
+        wanted = pps_pb2.ListDatumRequest.Filter(state=[pps_pb2.DatumState.FAILED, pps_pb2.DatumState.RECOVERED])
+        datums = self._list(f"list the failed {pipeline} datums", self._client.list_datum, pipeline, job_id,
+                            datum_filter=wanted)
+        failures = []
+        for datum in datums:
+            owner, what = _datum_subject(pipeline, [f.file.path for f in datum.data])
+            logs = self._maybe_list(f"read the logs of {pipeline} datum {datum.datum.id}",
+                                    self._client.get_job_logs, pipeline, job_id, datum=datum.datum)
+            lines = tuple(line for line in (_one_line(m.message) for m in logs) if line)
+            failures.append(FailedDatum(pipeline, datum.datum.id, owner, what, lines))
+        return failures
+
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+        out_dir = Path(out_dir)
+        heads = self._maybe_list("find the merger's output", self._client.inspect_commit, (MERGER, BRANCH))
+        if not heads:
+            raise FarmFailure(f"pachd at {self.address} has no merged frames yet: is the farm deployed?")
+        commit = pach_pfs.Commit(repo=MERGER, id=heads[0].commit.id)  # one snapshot for the whole fetch
+        files = self._maybe_list(f"list the frames of job {job.name}", self._client.list_file, commit,
+                                 f"/{job.name}")
+        if not files:
+            raise FarmFailure(f"job {job.name} has no merged frames on pachd at {self.address}: "
+                              "run it first, or see `farm jobs`")
+        frames = sorted((int(m.group(1)), info) for info in files
+                        if info.file_type == pfs_pb2.FileType.FILE
+                        and (m := _FRAME_FILE.match(PurePosixPath(info.file.path).name)))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for frame, info in frames:
+            destination = out_dir / PurePosixPath(info.file.path).name
+            self._download(commit, info, destination)
+            on_frame(frame, destination)
+        errors: list[str] = []
+        for info in files:
+            if PurePosixPath(info.file.path).name == "failed.json":
+                errors = [str(e) for e in json.loads(self._read("read failed.json", commit, info.file.path))]
+        return errors
+
+    def _download(self, commit: pach_pfs.Commit, info: pfs_pb2.FileInfo, destination: Path) -> None:
+        """Download into a partial file named after the content hash, resuming it; rename when complete."""
+        total = info.size_bytes
+        partial = destination.with_name(f".{destination.name}.{info.hash.hex()[:16]}.part")
+        for stale in destination.parent.glob(f".{destination.name}.*.part"):
+            if stale != partial:
+                stale.unlink()
+        partial.touch()
+        last_error: BaseException | None = None
+        for _ in range(_DOWNLOAD_ATTEMPTS):
+            have = partial.stat().st_size
+            if have > total:
+                partial.unlink()
+                have = 0
+            if have < total:
+                try:
+                    with partial.open("ab") as out:
+                        if self._http_url:
+                            self._http_range(commit, info.file.path, have, total, out)
+                        else:
+                            self._grpc_range(commit, info.file.path, have, out)
+                except (grpc.RpcError, ConnectionError, requests.RequestException) as error:
+                    if isinstance(error, (grpc.RpcError, ConnectionError)) and _status(error) not in (
+                            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, None):
+                        raise self._explain(error, f"download {info.file.path}") from error
+                    last_error = error
+                    continue
+            if partial.stat().st_size == total:
+                os.replace(partial, destination)
+                return
+        raise FarmFailure(f"could not download {info.file.path} after {_DOWNLOAD_ATTEMPTS} tries "
+                          f"({_one_line(last_error or 'the download kept coming up short')}); run the "
+                          "fetch again to resume")
+
+    def _grpc_range(self, commit: pach_pfs.Commit, path: str, offset: int, out: BinaryIO) -> None:
+        source = self._client.get_file(commit, path, offset=offset)
+        try:
+            while chunk := source.read(DOWNLOAD_CHUNK):
+                out.write(chunk)
+        finally:
+            source.close()
+
+    def _http_range(self, commit: pach_pfs.Commit, path: str, offset: int, total: int,
+                    out: BinaryIO) -> None:
+        """pachd's file server (``/pfs/<project>/<repo>/<commit>/<path>``) takes ``Range: bytes=A-B``."""
+        url = f"{self._http_url}/pfs/default/{commit.repo}/{commit.id}{path}"
+        headers = {"Range": f"bytes={offset}-{total - 1}"}
+        if self._client.auth_token:
+            headers["authn-token"] = self._client.auth_token
+        with requests.get(url, headers=headers, stream=True, timeout=60) as response:
+            if response.status_code in (401, 403):
+                raise FarmFailure(f"pachd's file server at {self._http_url} refused the token "
+                                  f"(HTTP {response.status_code}): set FARM_PACHD_TOKEN to a valid token")
+            if response.status_code not in (200, 206) or (offset and response.status_code != 206):
+                raise FarmFailure(f"pachd's file server at {self._http_url} answered HTTP {response.status_code} "
+                                  f"for {path}: check FARM_PACHD_HTTP")
+            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                out.write(chunk)
+
+    # -- farm jobs / farm clean -----------------------------------------------------------------
+
+    def list_jobs(self) -> list[JobStatus]:
+        """Every job in ``blends``, with how many frames the merger wrote for it."""
+        jobs = []
+        for entry in self._maybe_list("list the jobs", self._client.list_file, (INPUT_REPO, BRANCH), "/"):
+            name = PurePosixPath(entry.file.path).name
+            if entry.file_type != pfs_pb2.FileType.DIR or not name:
+                continue
+            try:
+                spec = json.loads(self._read(f"read job {name}", (INPUT_REPO, BRANCH), f"/{name}/job.json"))
+                display = str(spec.get("display_name", name))
+            except (FarmFailure, ValueError):
+                display = name  # a job still uploading, or not ours: list it by its folder name
+            outputs = self._maybe_list(f"list the frames of job {name}", self._client.list_file,
+                                       (MERGER, BRANCH), f"/{name}")
+            names = [PurePosixPath(o.file.path).name for o in outputs]
+            failed = (len(json.loads(self._read("read failed.json", (MERGER, BRANCH), f"/{name}/failed.json")))
+                      if "failed.json" in names else 0)
+            jobs.append(JobStatus(name, display, sum(1 for n in names if _FRAME_FILE.match(n)), failed))
+        return jobs
+
+    def clean(self, job_name: str) -> str:
+        """Delete ``/<job>/`` from ``blends`` in a new commit; returns the commit id.
+
+        Output repos belong to their pipelines: this commit makes the splitter, renderer
+        and merger drop the job's tiles and frames in the job set it starts.
+        """
+        check_job_name(job_name)
+        files = self._maybe_list(f"list job {job_name}", self._client.walk_file, (INPUT_REPO, BRANCH),
+                                 f"/{job_name}")
+        paths = [f.file.path for f in files if f.file_type == pfs_pb2.FileType.FILE]
+        if not paths:
+            raise BadInput(f"there is no job {job_name!r} on pachd at {self.address}: see `farm jobs`")
+
+        def delete() -> str:
+            with self._client.commit(INPUT_REPO, BRANCH, description=f"render-farm clean {job_name}") as commit:
+                with self._client.modify_file_client(commit) as writes:
+                    for path in paths:
+                        writes.delete_file(path)
+            return commit.id
+
+        return self._call(f"remove job {job_name}", delete)
+
+
+def _datum_subject(pipeline: str, paths: list[str]) -> tuple[str, str]:
+    """(job, what) of a datum from its input paths: a tile for the renderer, the stage otherwise."""
+    for path in paths:
+        match = _TILE_PATH.match(path)
+        if match:
+            return match.group(1), f"frame {int(match.group(2))} tile {int(match.group(3))}"
+    job = next((p.strip("/").split("/")[0] for p in paths if p.strip("/")), "?")
+    return job, {"splitter": "splitting", "merger": "merging"}.get(pipeline, pipeline)
+
+
+def _progress(infos: dict[str, pps_pb2.JobInfo], counts: dict[str, int], done: bool) -> Progress:
+    """A ``Progress`` for this job out of the job set's counters, which also count other jobs' (skipped) datums."""
+    stage = next((name for name in PIPELINES if name not in infos or infos[name].state not in _TERMINAL),
+                 "done" if done else "merger")
+    renderer = infos.get("renderer")
+    ours = counts.get("tiles", 0)
+    frames_total = counts.get("frames", 0)
+    if renderer is None:
+        return Progress(stage, tiles_total=ours, frames_total=frames_total)
+    finished = renderer.data_processed + renderer.data_skipped
+    failed = renderer.data_failed + renderer.data_recovered
+    others = max(0, renderer.data_total - ours) if ours else 0
+    total = ours or renderer.data_total
+    tiles_done = min(total, max(0, finished - others))
+    eta = None
+    if renderer.HasField("started") and renderer.state not in _TERMINAL and 0 < tiles_done < total:
+        elapsed = max(0.0, time.time() - renderer.started.ToSeconds())
+        eta = elapsed / tiles_done * (total - tiles_done)
+    return Progress(stage, tiles_done=tiles_done, tiles_total=total, tiles_failed=min(total, failed),
+                    frames_merged=frames_total if done else 0, frames_total=frames_total, eta_seconds=eta)
