@@ -8,6 +8,7 @@ packed into the copy, and the facts the submitter needs go to RESULT_JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,10 +29,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     found, missing = session.external_files()
     if missing and settings.strict:
         raise BadInput(f"{source}: missing files: {', '.join(missing)} (drop --strict to render without them)")
-    if bpy.data.images or bpy.data.volumes or bpy.data.sounds or bpy.data.fonts:
-        bpy.ops.file.pack_all()
-    if bpy.data.libraries:
-        bpy.ops.file.pack_libraries()
+    pack_found_files()
     with atomic_path(destination) as tmp:
         bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
     return {
@@ -41,6 +39,17 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "dependencies": found,
         "saved_with": session.saved_with_version(),
     }
+
+
+def pack_found_files() -> None:
+    """Pack every external file that exists; missing ones were already reported and stay missing."""
+    for item in [*bpy.data.images, *bpy.data.sounds, *bpy.data.fonts]:
+        path = session.external_path(item)
+        if path and os.path.isfile(path) and getattr(item, "source", "FILE") in ("FILE", "TILED") \
+                and item.library is None:
+            item.pack()
+    if bpy.data.libraries and not any(library.is_missing for library in bpy.data.libraries):
+        bpy.ops.file.pack_libraries()
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def external_files() -> tuple[list[str], list[str]]:
     items = [*bpy.data.libraries, *bpy.data.images, *bpy.data.volumes, *bpy.data.sounds, *bpy.data.fonts,
              *bpy.data.movieclips, *bpy.data.cache_files]
     for item in items:
-        absolute = _external_path(item)
+        absolute = external_path(item)
         if absolute is None:
             continue
         exists = not item.is_missing if isinstance(item, bpy.types.Library) else os.path.exists(absolute)
@@ -77,7 +77,8 @@ def external_files() -> tuple[list[str], list[str]]:
     return sorted(found), sorted(missing)
 
 
-def _external_path(item: bpy.types.ID) -> str | None:
+def external_path(item: bpy.types.ID) -> str | None:
+    """Where an ID's external file should be, or None if it has none (packed, generated, builtin)."""
     if getattr(item, "packed_file", None) is not None or getattr(item, "packed_files", None):
         return None
     filepath = getattr(item, "filepath", "")
