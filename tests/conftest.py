@@ -21,6 +21,7 @@ FARM = [sys.executable, "-m", "farm_pipelines.cli"]
 
 def make_scene(path: Path, **options) -> Path:
     """Build a small scene (see tests/scene_builder.py) in its own Blender process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, str(ROOT / "tests" / "scene_builder.py"), str(path), json.dumps(options)],
                    check=True, capture_output=True)
     return path
