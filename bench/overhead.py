@@ -1,0 +1,93 @@
+"""What tiling costs: the demo scene rendered four ways, timed in the same run.
+
+    .venv/bin/python bench/overhead.py [--size 480x270] [--samples 64] [--frames 3]
+
+(a) plain Blender, one process, whole frames; (b) the local farm, 64 px tiles;
+(c) the local farm, 16 px tiles; (d) the original article's way, a new Blender
+process per 64 px tile. Ratios are to (a); this machine is noisy, absolute
+seconds are not comparable between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from farm_pipelines.tiles import Box, border_for_box, split  # noqa: E402
+
+PLAIN = """
+import bpy, sys
+bpy.ops.wm.open_mainfile(filepath=sys.argv[-2], load_ui=False, use_scripts=False)
+scene = bpy.context.scene
+for frame in range(scene.frame_start, scene.frame_end + 1):
+    scene.frame_set(frame)
+    scene.render.filepath = f"{sys.argv[-1]}/{frame:06d}"
+    bpy.ops.render.render(write_still=True)
+"""
+
+ONE_TILE = """
+import bpy, sys, json
+bpy.ops.wm.open_mainfile(filepath=sys.argv[-3], load_ui=False, use_scripts=False)
+scene = bpy.context.scene
+frame, border = json.loads(sys.argv[-2])
+r = scene.render
+r.use_border = r.use_crop_to_border = True
+r.border_min_x, r.border_min_y, r.border_max_x, r.border_max_y = border
+scene.frame_set(frame)
+r.filepath = sys.argv[-1]
+bpy.ops.render.render(write_still=True)
+"""
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, env=env)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", default="480x270")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=3)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
+        tmp = Path(tmp)
+        blend = tmp / "demo.blend"
+        subprocess.run([py, "-m", "farm_pipelines.blender.demo_scene", str(blend), "--size", args.size,
+                        "--samples", str(args.samples), "--frames", str(args.frames)],
+                       check=True, capture_output=True, cwd=ROOT)
+        results = {}
+        results["(a) plain Blender, whole frames"] = timed([py, "-c", PLAIN, str(blend), str(tmp / "a")])
+        for label, tile in (("(b) local farm, 64 px tiles", "64"), ("(c) local farm, 16 px tiles", "16")):
+            env = dict(os.environ, FARM_STATE_DIR=str(tmp / f"state-{tile}"))
+            results[label] = timed([py, "-m", "farm_pipelines.cli", "render", str(blend), "--tile", tile,
+                                    "--out", str(tmp / f"out-{tile}")], env)
+        tiles = split(Box(0, 0, width, height), 64, 64)
+        start = time.perf_counter()
+        for frame in range(1, args.frames + 1):
+            for i, box in enumerate(tiles):
+                datum = json.dumps([frame, border_for_box(box, width, height)])
+                subprocess.run([py, "-c", ONE_TILE, str(blend), datum, str(tmp / "d" / f"{frame}_{i}.exr")],
+                               check=True, capture_output=True)
+        results["(d) a Blender process per 64 px tile"] = time.perf_counter() - start
+    base = results["(a) plain Blender, whole frames"]
+    print(f"demo scene {args.size}, {args.samples} samples, {args.frames} frames, {os.cpu_count()} cores")
+    print(f"{'way':42} {'seconds':>8} {'ratio':>6}")
+    for label, seconds in results.items():
+        print(f"{label:42} {seconds:8.1f} {seconds / base:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
