@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import grpc
 import python_pachyderm
 import requests
+import urllib3
 from python_pachyderm import pfs as pach_pfs
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
@@ -94,6 +95,7 @@ MERGER = "merger"
 BRANCH = "master"
 DEFAULT_PORT = 30650
 _DOWNLOAD_ATTEMPTS = 5
+_TRANSFER_ERRORS = (grpc.RpcError, ConnectionError, requests.RequestException, urllib3.exceptions.HTTPError)
 _TERMINAL = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED, pps_pb2.JOB_UNRUNNABLE}
 _TILE_PATH = re.compile(r"^/?([^/]+)/tiles/(-?\d+)_(\d+)\.json$")
 _FRAME_FILE = re.compile(r"^(-?\d+)\.[A-Za-z0-9]+$")
@@ -482,7 +484,7 @@ class PachydermBackend:
                             self._http_range(commit, info.file.path, have, total, out)
                         else:
                             self._grpc_range(commit, info.file.path, have, out)
-                except (grpc.RpcError, ConnectionError, requests.RequestException) as error:
+                except _TRANSFER_ERRORS as error:
                     if isinstance(error, (grpc.RpcError, ConnectionError)) and _status(error) not in (
                             grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, None):
                         raise self._explain(error, f"download {info.file.path}") from error
@@ -517,7 +519,8 @@ class PachydermBackend:
             if response.status_code not in (200, 206) or (offset and response.status_code != 206):
                 raise FarmFailure(f"pachd's file server at {self._http_url} answered HTTP {response.status_code} "
                                   f"for {path}: check FARM_PACHD_HTTP")
-            for chunk in response.iter_content(DOWNLOAD_CHUNK):
+            # read1 hands over every byte that arrived, so a broken connection loses nothing
+            while chunk := response.raw.read1(DOWNLOAD_CHUNK, decode_content=True):
                 out.write(chunk)
 
     # -- farm jobs / farm clean -----------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""``farm deploy``, ``farm jobs`` and ``farm clean``: the commands that only make sense with a Pachyderm cluster.
+
+Each command finds pachd from ``--pachd`` (here or on the main parser), the token from
+``FARM_PACHD_TOKEN``, and otherwise from the user's pachctl config. Failures print one
+``error:`` line and exit 2, as ``farm render`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.pachyderm import PachydermBackend, deploy_specs
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``deploy``, ``jobs`` and ``clean JOB`` on the ``farm`` command's subparsers."""
+    deploy = subparsers.add_parser(
+        "deploy", help="print or apply the Pachyderm pipeline specs for a worker image",
+        description="Without --apply, print the specs (for `pachctl create pipeline -f -`); with --apply, "
+                    "create the blends repo and the pipelines on pachd, updating only those that changed.")
+    deploy.add_argument("--image", required=True, help="worker image, e.g. registry.example:5000/farm-worker:1")
+    deploy.add_argument("--apply", action="store_true", help="create or update the pipelines on pachd")
+    deploy.add_argument("--gpu", action="store_true",
+                        help="renderers ask for one NVIDIA GPU and run on nodes labelled render-farm/gpu=true")
+    deploy.add_argument("--renderer-node", metavar="LABEL=VALUE", action="append", default=[],
+                        help="node selector for renderers only, e.g. render-farm/spot=true (repeatable)")
+    _add_pachd(deploy)
+    deploy.set_defaults(func=_guarded(deploy_command))
+
+    jobs = subparsers.add_parser("jobs", help="list the jobs on the Pachyderm cluster")
+    _add_pachd(jobs)
+    jobs.set_defaults(func=_guarded(jobs_command))
+
+    clean = subparsers.add_parser("clean", help="remove a job's files from the Pachyderm repos")
+    clean.add_argument("job", metavar="JOB", help="the job name, as `farm jobs` shows it")
+    _add_pachd(clean)
+    clean.set_defaults(func=_guarded(clean_command))
+
+
+def _add_pachd(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: when absent here, a --pachd given to the main parser is kept.
+    parser.add_argument("--pachd", default=argparse.SUPPRESS, metavar="grpc://HOST:PORT",
+                        help="pachd address (default: the pachctl config); token from FARM_PACHD_TOKEN")
+
+
+def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (BadInput, FarmFailure) as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 2
+
+    return run
+
+
+def backend_from_args(args: argparse.Namespace) -> PachydermBackend:
+    """The backend for ``--pachd`` and ``FARM_PACHD_TOKEN``; shared with ``farm render --pachd``."""
+    return PachydermBackend(getattr(args, "pachd", None), token=os.environ.get("FARM_PACHD_TOKEN") or None)
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"--renderer-node {pair!r} is not LABEL=VALUE, e.g. render-farm/spot=true")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    """Print the specs, or apply them and say what changed."""
+    specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node))
+    if not args.apply:
+        for spec in specs:
+            print(json.dumps(spec, indent=2))
+        return 0
+    backend = backend_from_args(args)
+    for line in backend.deploy(specs):
+        print(line)
+    return 0
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    jobs = backend_from_args(args).list_jobs()
+    if not jobs:
+        print("no jobs")
+    for job in jobs:
+        failed = f", {job.failed_frames} failed" if job.failed_frames else ""
+        print(f"{job.name}\t{job.frames} frame(s) merged{failed}\t{job.display_name}")
+    return 0
+
+
+def clean_command(args: argparse.Namespace) -> int:
+    commit = backend_from_args(args).clean(args.job)
+    print(f"removed job {args.job} in commit {commit}; the pipelines now drop its tiles and frames")
+    return 0

@@ -1,0 +1,528 @@
+"""CONTRACT TEST of the Pachyderm backend against python-pachyderm's generated gRPC protocol.
+
+The server here is NOT pachd: it is an in-process gRPC server built on python-pachyderm's own
+generated servicers (PFS, PPS) with a small in-memory file store and scripted job sets. It checks
+that the requests ``PachydermBackend`` sends are well-formed for the protocol and carry what we
+mean (bytes, paths, specs, offsets, filters, the token), and that the backend handles pachd's
+answers and error statuses as it should. It cannot check pachd's own semantics (glob matching,
+job scheduling, datum hashing); docs/cluster.md is how to try the real thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.server
+import json
+import re
+import socket
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+import python_pachyderm
+from google.protobuf import empty_pb2, wrappers_pb2
+from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
+from python_pachyderm.proto.v2.pps import pps_pb2, pps_pb2_grpc
+
+from farm_pipelines import cluster_commands
+from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.job import Job, JobSettings
+from farm_pipelines.pachyderm import (
+    SPEC_ANNOTATION,
+    UPLOAD_CHUNK,
+    DatumsFailed,
+    PachydermBackend,
+    deploy_specs,
+)
+from farm_pipelines.pipelines import PIPELINES
+
+TOKEN = "s3cret-token"
+JOB = Job("shot_1-0a1b2c3d", "shot 1", JobSettings())
+
+
+class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
+    """Answers the PFS and PPS calls the backend makes, recording every request."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, bytes]] = {}  # repo -> path -> content (the master head)
+        self.staging: dict[str, tuple[str, dict[str, bytes]]] = {}  # open commit id -> (repo, files)
+        self.commits: list[tuple[str, str, str]] = []  # (repo, id, description) of finished commits
+        self.dropped: list[str] = []
+        self.chunks: dict[str, list[int]] = {}  # path -> sizes of the AddFile messages that wrote it
+        self.deletes: list[str] = []
+        self.pipelines: dict[str, pps_pb2.CreatePipelineRequest] = {}
+        self.create_requests: list[pps_pb2.CreatePipelineRequest] = []
+        self.jobset_script: list[list[pps_pb2.JobInfo]] = []
+        self.jobset_calls: list[str] = []
+        self.datums: dict[tuple[str, str], list[pps_pb2.DatumInfo]] = {}
+        self.datum_filters: list[list[int]] = []
+        self.logs: dict[str, list[str]] = {}
+        self.stopped: list[str] = []
+        self.get_file_requests: list[tuple[str, str, int]] = []
+        self.break_get_file_after: int | None = None
+        self._ids = 0
+
+    def _next_id(self) -> str:
+        self._ids += 1
+        return f"{self._ids:032x}"
+
+    # -- PFS --
+    def InspectRepo(self, request, context):  # noqa: N802
+        if request.repo.name not in self.files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"repo {request.repo.name} not found")
+        return pfs_pb2.RepoInfo(repo=request.repo)
+
+    def CreateRepo(self, request, context):  # noqa: N802
+        self.files.setdefault(request.repo.name, {})
+        return empty_pb2.Empty()
+
+    def StartCommit(self, request, context):  # noqa: N802
+        repo = request.branch.repo.name
+        if repo not in self.files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
+        commit_id = self._next_id()
+        self.staging[commit_id] = (repo, dict(self.files[repo]))
+        self.descriptions = getattr(self, "descriptions", {}) | {commit_id: request.description}
+        return pfs_pb2.Commit(branch=request.branch, id=commit_id)
+
+    def ModifyFile(self, request_iterator, context):  # noqa: N802
+        files = None
+        for message in request_iterator:
+            kind = message.WhichOneof("body")
+            if kind == "set_commit":
+                files = self.staging[message.set_commit.id][1]
+            elif kind == "add_file":
+                path = message.add_file.path
+                data = message.add_file.raw.value
+                if message.add_file.HasField("raw") and data:
+                    files[path] = files.get(path, b"") + data
+                    self.chunks.setdefault(path, []).append(len(data))
+                else:
+                    files.setdefault(path, b"")
+            elif kind == "delete_file":
+                path = message.delete_file.path
+                self.deletes.append(path)
+                for name in [p for p in files if p == path or p.startswith(path.rstrip("/") + "/")]:
+                    del files[name]
+        return empty_pb2.Empty()
+
+    def FinishCommit(self, request, context):  # noqa: N802
+        repo, files = self.staging.pop(request.commit.id)
+        self.files[repo] = files
+        self.commits.append((repo, request.commit.id, self.descriptions[request.commit.id]))
+        return empty_pb2.Empty()
+
+    def DropCommitSet(self, request, context):  # noqa: N802
+        self.dropped.append(request.commit_set.id)
+        self.staging.pop(request.commit_set.id, None)
+        return empty_pb2.Empty()
+
+    def InspectCommit(self, request, context):  # noqa: N802
+        repo = request.commit.branch.repo.name
+        if repo not in self.files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
+        return pfs_pb2.CommitInfo(commit=pfs_pb2.Commit(branch=request.commit.branch, id="f" * 32))
+
+    def _entries(self, repo: str, context) -> dict[str, bytes | None]:
+        """Files and (as None) directories of a repo."""
+        if repo not in self.files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
+        entries: dict[str, bytes | None] = {}
+        for path, data in self.files[repo].items():
+            entries[path] = data
+            parts = path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                entries["/" + "/".join(parts[:depth]) + "/"] = None
+        return entries
+
+    @staticmethod
+    def _info(repo: str, path: str, data: bytes | None) -> pfs_pb2.FileInfo:
+        kind = pfs_pb2.FileType.DIR if data is None else pfs_pb2.FileType.FILE
+        return pfs_pb2.FileInfo(file=pfs_pb2.File(path=path), file_type=kind, size_bytes=len(data or b""),
+                                hash=hashlib.sha256(data or b"").digest())
+
+    def ListFile(self, request, context):  # noqa: N802
+        repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/")
+        children = {p: d for p, d in self._entries(repo, context).items()
+                    if p.rstrip("/").rpartition("/")[0] == base}
+        if not children:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"path {request.file.path} not found")
+        for path, data in sorted(children.items()):
+            yield self._info(repo, path, data)
+
+    def WalkFile(self, request, context):  # noqa: N802
+        repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/") + "/"
+        for path, data in sorted(self._entries(repo, context).items()):
+            if path.startswith(base):
+                yield self._info(repo, path, data)
+
+    def GlobFile(self, request, context):  # noqa: N802
+        repo = request.commit.branch.repo.name
+        pattern = re.compile(re.escape(request.pattern).replace(r"\*", "[^/]+") + "/?")
+        for path, data in sorted(self._entries(repo, context).items()):
+            if pattern.fullmatch(path):
+                yield self._info(repo, path, data)
+
+    def GetFile(self, request, context):  # noqa: N802
+        repo, path = request.file.commit.branch.repo.name, request.file.path
+        self.get_file_requests.append((repo, request.file.commit.id, request.offset))
+        data = self.files.get(repo, {}).get(path)
+        if data is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"file {path} not found")
+        data = data[request.offset:]
+        if self.break_get_file_after is not None:
+            cut, self.break_get_file_after = self.break_get_file_after, None
+            for start in range(0, cut, 65536):
+                yield wrappers_pb2.BytesValue(value=data[start:min(cut, start + 65536)])
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset by peer")
+        for start in range(0, len(data), 65536):
+            yield wrappers_pb2.BytesValue(value=data[start:start + 65536])
+
+    # -- PPS --
+    def InspectPipeline(self, request, context):  # noqa: N802
+        spec = self.pipelines.get(request.pipeline.name)
+        if spec is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.pipeline.name} not found")
+        return pps_pb2.PipelineInfo(pipeline=spec.pipeline, details=pps_pb2.PipelineInfo.Details(
+            metadata=spec.metadata, transform=spec.transform))
+
+    def CreatePipeline(self, request, context):  # noqa: N802
+        name = request.pipeline.name
+        if name in self.pipelines and not request.update:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
+        self.create_requests.append(request)
+        self.pipelines[name] = request
+        return empty_pb2.Empty()
+
+    def InspectJobSet(self, request, context):  # noqa: N802
+        self.jobset_calls.append(request.job_set.id)
+        step = self.jobset_script[min(len(self.jobset_calls), len(self.jobset_script)) - 1]
+        for info in step:
+            info = pps_pb2.JobInfo.FromString(info.SerializeToString())
+            info.job.id = request.job_set.id
+            yield info
+
+    def ListDatum(self, request, context):  # noqa: N802
+        self.datum_filters.append(list(request.filter.state))
+        for datum in self.datums.get((request.job.pipeline.name, request.job.id), []):
+            if datum.state in request.filter.state:
+                yield datum
+
+    def GetLogs(self, request, context):  # noqa: N802
+        for line in self.logs.get(request.datum.id, []):
+            yield pps_pb2.LogMessage(message=line + "\n", datum_id=request.datum.id)
+
+    def StopJob(self, request, context):  # noqa: N802
+        self.stopped.append(request.job.pipeline.name)
+        return empty_pb2.Empty()
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """pachd with auth on: a call without the right ``authn-token`` fails with UNAUTHENTICATED."""
+
+    def intercept_service(self, continuation, details):
+        if dict(details.invocation_metadata).get("authn-token") == TOKEN:
+            return continuation(details)
+        handler = continuation(details)
+
+        def deny(request, context):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "provided auth token is corrupted or has expired")
+
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(deny)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(deny)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(deny)
+        return grpc.unary_unary_rpc_method_handler(deny)
+
+
+@pytest.fixture
+def pachd():
+    fake = FakePachd()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=[_TokenCheck()],
+                         options=[("grpc.max_receive_message_length", 20 * 1024 * 1024)])
+    pfs_pb2_grpc.add_APIServicer_to_server(fake, server)
+    pps_pb2_grpc.add_APIServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    fake.address = f"grpc://127.0.0.1:{port}"
+    yield fake
+    server.stop(None)
+
+
+def backend(fake: FakePachd, **options) -> PachydermBackend:
+    return PachydermBackend(fake.address, token=TOKEN, poll_seconds=0.01, **options)
+
+
+def job_info(pipeline: str, state: int, **counts) -> pps_pb2.JobInfo:
+    return pps_pb2.JobInfo(job=pps_pb2.Job(pipeline=pps_pb2.Pipeline(name=pipeline)), state=state, **counts)
+
+
+def seed_splitter(fake: FakePachd, job: str, frames: int, tiles_per_frame: int) -> None:
+    repo = fake.files.setdefault("splitter", {})
+    for frame in range(1, frames + 1):
+        repo[f"/{job}/frames/{frame:06d}/manifest.json"] = b"{}"
+        for index in range(tiles_per_frame):
+            repo[f"/{job}/tiles/{frame:06d}_{index:04d}.json"] = b"{}"
+
+
+@pytest.fixture
+def job_files(tmp_path: Path) -> Path:
+    folder = tmp_path / "job"
+    folder.mkdir()
+    # Binary with and without newlines, larger than two upload chunks.
+    blob = bytes(range(256)) * 4096 + b"\n" * 300_000 + hashlib.sha256(b"x").digest() * 70_000
+    (folder / "scene.blend").write_bytes(blob)
+    (folder / "job.json").write_text(json.dumps(JOB.to_json()), encoding="utf-8")
+    return folder
+
+
+def test_deploy_sends_the_parsed_specs_and_only_changes(pachd):
+    farm = backend(pachd)
+    specs = deploy_specs("registry.local:5000/farm-worker:1")
+    assert farm.deploy(specs) == ["created repo blends"] + [f"created pipeline {n}" for n in PIPELINES]
+    sent = pachd.create_requests
+    assert [r.pipeline.name for r in sent] == list(PIPELINES)  # inputs exist before their consumers
+    for request, spec in zip(sent, specs, strict=True):
+        assert request == python_pachyderm.parse_dict_pipeline_spec(spec)  # exactly the spec, update unset
+        assert request.transform.image == "registry.local:5000/farm-worker:1"
+        assert request.metadata.annotations[SPEC_ANNOTATION] == spec["metadata"]["annotations"][SPEC_ANNOTATION]
+    renderer = sent[1]
+    assert renderer.transform.datum_batching and renderer.datum_tries == 3
+    assert [i.pfs.repo for i in renderer.input.join] == ["blends", "splitter"]
+
+    assert farm.deploy(specs) == [f"pipeline {n} is up to date" for n in PIPELINES]
+    assert len(pachd.create_requests) == 3
+
+    farm.deploy(deploy_specs("registry.local:5000/farm-worker:2"))
+    updates = pachd.create_requests[3:]
+    assert [(r.pipeline.name, r.update) for r in updates] == [(n, True) for n in PIPELINES]
+    assert {r.transform.image for r in updates} == {"registry.local:5000/farm-worker:2"}
+
+
+def test_run_uploads_one_commit_in_chunks_and_follows_the_job_set(pachd, job_files):
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    seed_splitter(pachd, JOB.name, frames=2, tiles_per_frame=3)  # 6 tiles of ours
+    seed_splitter(pachd, "other-job", frames=1, tiles_per_frame=4)  # 4 tiles of an earlier job, skipped
+    ok, running = pps_pb2.JOB_SUCCESS, pps_pb2.JOB_RUNNING
+    pachd.jobset_script = [
+        [job_info("splitter", running)],
+        [job_info("splitter", ok), job_info("renderer", running, data_total=10, data_skipped=4, data_processed=2)],
+        [job_info("splitter", ok), job_info("renderer", ok, data_total=10, data_skipped=4, data_processed=6),
+         job_info("merger", running)],
+        [job_info("splitter", ok), job_info("renderer", ok, data_total=10, data_skipped=4, data_processed=6),
+         job_info("merger", ok, data_total=2, data_processed=1, data_skipped=1)],
+    ]
+    seen = []
+    farm.run(JOB, job_files, seen.append, threading.Event())
+
+    blob = (job_files / "scene.blend").read_bytes()
+    assert pachd.files["blends"][f"/{JOB.name}/scene.blend"] == blob
+    assert json.loads(pachd.files["blends"][f"/{JOB.name}/job.json"]) == JOB.to_json()
+    sizes = pachd.chunks[f"/{JOB.name}/scene.blend"]
+    assert max(sizes) <= UPLOAD_CHUNK and len(sizes) == -(-len(blob) // UPLOAD_CHUNK)  # fixed chunks, not lines
+    assert [(repo, desc) for repo, _, desc in pachd.commits if repo == "blends"] == [
+        ("blends", "render-farm job shot 1")]
+    commit_id = pachd.commits[-1][1]
+    assert set(pachd.jobset_calls) == {commit_id}  # followed the job set of the upload commit
+
+    assert [p.stage for p in seen] == ["splitter", "renderer", "merger", "done"]
+    assert (seen[1].tiles_done, seen[1].tiles_total, seen[1].frames_total) == (2, 6, 2)
+    assert (seen[-1].tiles_done, seen[-1].tiles_total, seen[-1].frames_merged) == (6, 6, 2)
+    assert seen[-1].fraction == pytest.approx(1.0)
+
+
+def test_failed_datum_names_its_tile_and_log_lines(pachd, job_files):
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    seed_splitter(pachd, JOB.name, frames=3, tiles_per_frame=4)
+    pachd.jobset_script = [[
+        job_info("splitter", pps_pb2.JOB_SUCCESS),
+        job_info("renderer", pps_pb2.JOB_FAILURE, data_total=12, data_processed=11, data_failed=1),
+        job_info("merger", pps_pb2.JOB_UNRUNNABLE, reason="an upstream job failed"),
+    ]]
+    datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id="d" * 64), state=pps_pb2.DatumState.FAILED, data=[
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}")),
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}/tiles/000003_0002.json"))])
+    ok_datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id="e" * 64), state=pps_pb2.DatumState.SUCCESS)
+    pachd.logs["d" * 64] = ["Traceback (most recent call last):", "RuntimeError: out of GPU memory"]
+
+    def script_datums(*_):  # the job id is only known once the upload commit exists
+        pachd.datums[("renderer", pachd.commits[-1][1])] = [datum, ok_datum]
+
+    with pytest.raises(DatumsFailed) as caught:
+        farm.run(JOB, job_files, script_datums, threading.Event())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "frame 3 tile 2" in message and "out of GPU memory" in message and JOB.name in message
+    [failure] = caught.value.failures
+    assert failure.log_lines == ("Traceback (most recent call last):", "RuntimeError: out of GPU memory")
+    assert pachd.datum_filters == [[pps_pb2.DatumState.FAILED, pps_pb2.DatumState.RECOVERED]]
+
+
+def test_cancel_stops_the_running_jobs(pachd, job_files):
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.jobset_script = [[job_info("splitter", pps_pb2.JOB_SUCCESS), job_info("renderer", pps_pb2.JOB_RUNNING),
+                            job_info("merger", pps_pb2.JOB_CREATED)]]
+    cancel = threading.Event()
+    with pytest.raises(FarmFailure, match="cancelled"):
+        farm.run(JOB, job_files, lambda progress: cancel.set(), cancel)
+    assert pachd.stopped == ["renderer", "merger"]
+
+
+def test_run_without_pipelines_says_to_deploy_and_uploads_nothing(pachd, job_files):
+    with pytest.raises(FarmFailure, match="farm deploy"):
+        backend(pachd).run(JOB, job_files, lambda progress: None, threading.Event())
+    assert pachd.commits == []
+
+
+def seed_frames(fake: FakePachd) -> dict[str, bytes]:
+    frames = {f"/{JOB.name}/{n:06d}.exr": hashlib.sha256(bytes([n])).digest() * 12_000 for n in (1, 2)}
+    fake.files["merger"] = dict(frames)
+    fake.files["merger"][f"/{JOB.name}/failed.json"] = json.dumps(["frame 3: tile 1 missing"]).encode()
+    fake.files["merger"]["/other-job/000001.exr"] = b"not ours"
+    return frames
+
+
+def test_fetch_frames_downloads_resumes_a_partial_file_and_returns_errors(pachd, tmp_path):
+    frames = seed_frames(pachd)
+    first = frames[f"/{JOB.name}/000001.exr"]
+    digest = hashlib.sha256(first).hexdigest()[:16]
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / f".000001.exr.{digest}.part").write_bytes(first[:1000])  # left by an interrupted fetch
+    got = []
+    errors = backend(pachd).fetch_frames(JOB, out, lambda frame, path: got.append((frame, path.name)))
+    assert got == [(1, "000001.exr"), (2, "000002.exr")]
+    assert {p.name for p in out.iterdir()} == {"000001.exr", "000002.exr"}
+    for path, data in frames.items():
+        assert (out / Path(path).name).read_bytes() == data
+    assert errors == ["frame 3: tile 1 missing"]
+    offsets = [(repo, commit, offset) for repo, commit, offset in pachd.get_file_requests]
+    assert offsets[0] == ("merger", "f" * 32, 1000)  # resumed, from the one pinned commit
+    assert {commit for _, commit, _ in offsets} == {"f" * 32}
+
+
+def test_fetch_frames_resumes_after_a_broken_stream(pachd, tmp_path):
+    frames = seed_frames(pachd)
+    pachd.break_get_file_after = 200_000
+    backend(pachd).fetch_frames(JOB, tmp_path, lambda frame, path: None)
+    assert (tmp_path / "000001.exr").read_bytes() == frames[f"/{JOB.name}/000001.exr"]
+    assert [offset for _, _, offset in pachd.get_file_requests[:2]] == [0, 200_000]
+
+
+def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, tmp_path):
+    frames = seed_frames(pachd)
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    class FileServer(http.server.BaseHTTPRequestHandler):
+        """pachd's /pfs/<project>/<repo>/<commit>/<path> file server; the first answer breaks off."""
+
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers.get("Range"), self.headers.get("authn-token")))
+            data = frames["/" + self.path.split("/", 5)[5]]
+            start, end = (int(v) for v in self.headers["Range"].removeprefix("bytes=").split("-"))
+            body = data[start:end + 1]
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:50_000] if len(seen) == 1 else body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        farm = backend(pachd, http_url=f"http://127.0.0.1:{server.server_port}/")
+        farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
+    finally:
+        server.shutdown()
+    for path, data in frames.items():
+        assert (tmp_path / Path(path).name).read_bytes() == data
+    size = len(frames[f"/{JOB.name}/000001.exr"])
+    assert seen[0] == (f"/pfs/default/merger/{'f' * 32}/{JOB.name}/000001.exr", f"bytes=0-{size - 1}", TOKEN)
+    assert seen[1][1] == f"bytes=50000-{size - 1}"
+
+
+def test_jobs_and_clean(pachd):
+    pachd.files["blends"] = {
+        f"/{JOB.name}/scene.blend": b"blend", f"/{JOB.name}/job.json": json.dumps(JOB.to_json()).encode(),
+        "/other-job/scene.blend": b"other", "/other-job/job.json": b"{\"display_name\": \"other\"}"}
+    seed_frames(pachd)
+    farm = backend(pachd)
+    jobs = {j.name: j for j in farm.list_jobs()}
+    assert (jobs[JOB.name].display_name, jobs[JOB.name].frames, jobs[JOB.name].failed_frames) == ("shot 1", 2, 1)
+    assert (jobs["other-job"].frames, jobs["other-job"].failed_frames) == (1, 0)
+
+    farm.clean(JOB.name)
+    assert sorted(pachd.deletes) == [f"/{JOB.name}/job.json", f"/{JOB.name}/scene.blend"]
+    assert set(pachd.files["blends"]) == {"/other-job/scene.blend", "/other-job/job.json"}
+    assert [repo for repo, _, _ in pachd.commits] == ["blends"]  # one new commit, in the input repo only
+    with pytest.raises(BadInput, match="no job"):
+        farm.clean(JOB.name)
+    with pytest.raises(BadInput, match="not safe"):
+        farm.clean("../etc")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_address_is_one_clear_line():
+    farm = PachydermBackend(f"grpc://127.0.0.1:{free_port()}")
+    with pytest.raises(FarmFailure) as caught:
+        farm.list_jobs()
+    message = str(caught.value)
+    assert message.startswith("cannot reach pachd at grpc://127.0.0.1:") and "\n" not in message
+
+
+def test_wrong_token_is_an_auth_error(pachd):
+    with pytest.raises(FarmFailure) as caught:
+        PachydermBackend(pachd.address, token="wrong").deploy(deploy_specs("farm-worker:1"))
+    assert "refused the token" in str(caught.value) and "FARM_PACHD_TOKEN" in str(caught.value)
+    assert pachd.create_requests == []
+
+
+@pytest.mark.parametrize("address", ["grpc://host:port", "ftp://host:1", "grpc://host:1/path", "://"])
+def test_malformed_address_is_bad_input(address):
+    with pytest.raises(BadInput, match="grpc://HOST:30650"):
+        PachydermBackend(address)
+
+
+def test_pachctl_config_is_used_when_no_address(pachd, tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"v2": {"active_context": "farm", "contexts": {"farm": {
+        "pachd_address": pachd.address, "session_token": TOKEN}}}}), encoding="utf-8")
+    monkeypatch.setenv("PACH_CONFIG", str(config))
+    pachd.files["blends"] = {"/a-job/job.json": b"{}"}
+    assert [j.name for j in PachydermBackend().list_jobs()] == ["a-job"]
+    monkeypatch.setenv("PACH_CONFIG", str(tmp_path / "missing.json"))
+    with pytest.raises(FarmFailure, match="no pachctl config"):
+        PachydermBackend()
+
+
+def farm_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="farm")
+    cluster_commands.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_deploy_command_applies_and_reports_errors_in_one_line(pachd, monkeypatch, capsys):
+    monkeypatch.setenv("FARM_PACHD_TOKEN", TOKEN)
+    assert farm_command(["deploy", "--image", "farm-worker:3", "--apply", "--pachd", pachd.address]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "created pipeline merger"
+    assert pachd.pipelines["renderer"].transform.image == "farm-worker:3"
+
+    assert farm_command(["jobs", "--pachd", f"grpc://127.0.0.1:{free_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach pachd") and err.count("\n") == 1
