@@ -1,0 +1,134 @@
+"""The pipeline specs as Pachyderm reads them: python-pachyderm's own parser, and the join pairing.
+
+The join check evaluates each spec's glob patterns and ``join_on`` captures over a
+two-job repo layout, the way pachd pairs files: each tile must meet only its own
+job's blend, and the merger must see each job, whole, exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections import defaultdict
+
+import pytest
+import python_pachyderm
+from python_pachyderm.proto.v2.pps import pps_pb2
+
+from farm_pipelines.errors import BadInput
+from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, spec_digest
+from farm_pipelines.pipelines import PIPELINES, load_spec, spec_path
+
+# Two jobs, laid out as the specs say each repo is.
+REPOS = {
+    "blends": ["/a/scene.blend", "/a/job.json", "/b/scene.blend", "/b/job.json"],
+    "splitter": ["/a/tiles/000001_0000.json", "/a/tiles/000001_0001.json", "/a/tiles/000002_0000.json",
+                 "/a/tiles/000002_0001.json", "/a/frames/000001/manifest.json", "/a/frames/000002/manifest.json",
+                 "/b/tiles/000007_0000.json", "/b/frames/000007/manifest.json"],
+    "renderer": ["/a/000001/0000.exr", "/a/000001/0001.exr", "/a/000002/0000.exr", "/a/000002/0001.exr",
+                 "/b/000007/0000.exr"],
+}
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_spec_parses_with_python_pachyderm(name):
+    text = spec_path(name).read_text(encoding="utf-8")
+    request = python_pachyderm.parse_json_pipeline_spec(text)
+    assert isinstance(request, pps_pb2.CreatePipelineRequest)
+    assert request == python_pachyderm.parse_dict_pipeline_spec(json.loads(text))
+    assert request.pipeline.name == name
+    assert request.datum_tries >= 2 and request.parallelism_spec.constant >= 1
+    assert request.resource_requests.cpu > 0 and request.resource_requests.memory
+    python, flag, module = request.transform.cmd
+    assert (python, flag) == ("python3", "-m") and importlib.util.find_spec(module) is not None
+
+
+def test_renderer_batches_datums():
+    request = python_pachyderm.parse_dict_pipeline_spec(load_spec("renderer"))
+    assert request.transform.datum_batching
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_deploy_specs_parse_and_carry_the_image(name):
+    spec = next(s for s in deploy_specs("registry.local:5000/farm-worker:7", gpu=True,
+                                        renderer_nodes={"render-farm/spot": "true"}) if s["pipeline"]["name"] == name)
+    request = python_pachyderm.parse_dict_pipeline_spec(spec)
+    assert request.transform.image == "registry.local:5000/farm-worker:7"
+    selector = dict(request.scheduling_spec.node_selector)
+    if name == "renderer":
+        assert (request.resource_limits.gpu.type, request.resource_limits.gpu.number) == ("nvidia.com/gpu", 1)
+        assert selector == {GPU_NODE_LABEL: "true", "render-farm/spot": "true"}
+    else:  # only renderers go to GPU or preemptible nodes
+        assert not request.resource_limits.HasField("gpu") and selector == {}
+
+
+def test_spec_digest_follows_the_content():
+    first, second, gpu = deploy_specs("w:1"), deploy_specs("w:2"), deploy_specs("w:1", gpu=True)
+    digest = [[s["metadata"]["annotations"][SPEC_ANNOTATION] for s in specs] for specs in (first, second, gpu)]
+    assert digest[0] == [s["metadata"]["annotations"][SPEC_ANNOTATION] for s in deploy_specs("w:1")]
+    assert all(a != b for a, b in zip(digest[0], digest[1], strict=True))
+    assert digest[2][0] == digest[0][0] and digest[2][1] != digest[0][1]
+    unannotated = deploy_specs("w:1")[0]
+    del unannotated["metadata"]
+    assert spec_digest(unannotated) == digest[0][0]
+
+
+def test_deploy_needs_an_image():
+    with pytest.raises(BadInput, match="--image"):
+        deploy_specs(" ")
+
+
+def _glob_regex(glob: str) -> re.Pattern:
+    """Pachyderm's glob: ``*`` stays within one path segment, ``(...)`` captures for ``join_on``."""
+    out = ""
+    for char in glob:
+        out += {"*": "[^/]+", "?": "[^/]", "(": "(", ")": ")"}.get(char, re.escape(char))
+    return re.compile(out)
+
+
+def _matches(pfs: dict) -> dict[str, list[str]]:
+    """join_on key -> the datum paths (files or directories) of one pfs input that carry it."""
+    regex = _glob_regex(pfs["glob"])
+    paths = set()
+    for file in REPOS[pfs["repo"]]:
+        parts = file.strip("/").split("/")
+        paths.update("/" + "/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    keyed = defaultdict(list)
+    for path in sorted(paths):
+        match = regex.fullmatch(path)
+        if match:
+            keyed[match.expand(pfs["join_on"].replace("$", "\\"))].append(path)
+    return keyed
+
+
+def _join_datums(spec: dict) -> list[dict[str, str]]:
+    """Pachyderm's inner join: the cross product of each input's matches, per shared key."""
+    inputs = [item["pfs"] for item in spec["input"]["join"]]
+    keyed = [_matches(pfs) for pfs in inputs]
+    datums = []
+    for key in sorted(set.intersection(*(set(k) for k in keyed))):
+        combos = [{}]
+        for pfs, matches in zip(inputs, keyed, strict=True):
+            combos = [dict(c, **{pfs["name"]: path}) for c in combos for path in matches[key]]
+        datums += combos
+    return datums
+
+
+def test_renderer_pairs_each_tile_with_its_own_jobs_blend_only():
+    datums = _join_datums(load_spec("renderer"))
+    tiles = [p for p in REPOS["splitter"] if "/tiles/" in p]
+    assert sorted(d["splitter"] for d in datums) == sorted(tiles)  # every tile once, no manifests
+    for datum in datums:
+        assert datum["blends"] == "/" + datum["splitter"].split("/")[1]
+
+
+def test_merger_joins_each_job_once_across_all_three_repos():
+    datums = _join_datums(load_spec("merger"))
+    assert datums == [{"blends": "/a", "splitter": "/a", "renderer": "/a"},
+                      {"blends": "/b", "splitter": "/b", "renderer": "/b"}]
+
+
+def test_splitter_sees_one_job_per_datum():
+    regex = _glob_regex(load_spec("splitter")["input"]["pfs"]["glob"])
+    assert [p for p in ("/a", "/b", "/a/scene.blend") if regex.fullmatch(p)] == ["/a", "/b"]
