@@ -1,0 +1,246 @@
+"""The add-on as a user gets it: installed from the built zip into Blender (bpy), driven through its operators.
+
+Timers never fire in the bpy module, so the asynchronous path is driven by calling
+the add-on's timer callback by hand, exactly as Blender's event loop would.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+from test_extension import build_extension
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+import cv2  # noqa: E402
+
+MODULE = "bl_ext.farm_test.pachyderm_farm"
+TOKEN = "pachyderm-token-4f1c9e27-do-not-leak"
+
+
+class RecordingLayout:
+    """Stands in for ``UILayout``: records each call, and checks every drawn property exists in RNA."""
+
+    def __init__(self, calls: list[tuple[str, tuple, dict]]) -> None:
+        self.calls = calls
+
+    def __getattr__(self, method: str):
+        def record(*args, **kwargs):
+            self.calls.append((method, args, kwargs))
+            if method == "prop":
+                data, name = args[:2]
+                assert name in data.bl_rna.properties, f"{data!r} has no property {name!r}"
+            if method in ("row", "column", "box", "split"):
+                return RecordingLayout(self.calls)
+            return None
+
+        return record
+
+
+def draw_panel() -> list[tuple[str, tuple, dict]]:
+    calls: list[tuple[str, tuple, dict]] = []
+    bpy.types.RENDER_PT_farm.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+    return calls
+
+
+def texts(calls: list[tuple[str, tuple, dict]], method: str) -> list[str]:
+    return [kwargs.get("text", "") for name, _, kwargs in calls if name == method]
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """Install and enable the built zip in a throw-away repository; wheels and farm state go to temp too."""
+    tmp = tmp_path_factory.mktemp("addon")
+    archive = build_extension()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BLENDER_USER_EXTENSIONS", str(tmp / "extensions"))
+        env.setenv("FARM_STATE_DIR", str(tmp / "state"))
+        repos = bpy.context.preferences.extensions.repos
+        repo = repos.new(name="Farm Test", module="farm_test", custom_directory=str(tmp / "repo"), source="USER")
+        result = bpy.ops.extensions.package_install_files(filepath=str(archive), repo="farm_test",
+                                                          enable_on_install=True)
+        assert result == {"FINISHED"}
+        assert MODULE in bpy.context.preferences.addons
+        module = importlib.import_module(MODULE)
+        module.preferences.get(bpy.context).token = TOKEN
+        yield module
+        bpy.ops.preferences.addon_disable(module=MODULE)
+        repos.remove(repo)
+
+
+@pytest.fixture
+def scene(addon: ModuleType, tmp_path: Path) -> bpy.types.Scene:
+    """A saved 64x48 Cycles scene with a moving cube, then an unsaved change: the second frame."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 2
+    scene.cycles.device = "CPU"
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 48, 100
+    scene.frame_start = scene.frame_end = 1
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    camera.location, camera.rotation_euler = (0, -6, 1), (1.45, 0, 0)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.collection.objects.link(bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN")))
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.object
+    for frame, x in ((1, -1.0), (2, 1.0)):
+        cube.location.x = x
+        cube.keyframe_insert("location", frame=frame)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "user.blend"))
+    scene.frame_end = 2  # unsaved: the farm must still render frame 2
+    scene.render_farm.output_folder = str(tmp_path / "frames")
+    return scene
+
+
+def pixels_of(image: bpy.types.Image) -> np.ndarray:
+    width, height = image.size
+    buffer = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(buffer)
+    return buffer.reshape(height, width, 4)
+
+
+def file_pixels(path: Path) -> np.ndarray:
+    """The file's pixels as Blender holds them: RGBA floats, bottom row first."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(data.dtype, 1.0)
+    rgba = cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGBA)
+    if data.shape[2] == 3:
+        rgba[..., 3] = 1.0 if scale == 1.0 else scale
+    return np.flipud(rgba.astype(np.float32) / scale)
+
+
+def assert_frames_loaded(job, out_dir: Path, size: tuple[int, int]) -> None:
+    """Every frame of the job is in bpy.data.images, the right size, with exactly the file's pixels."""
+    assert [item.frame for item in job.frames] == [1, 2]
+    for item in job.frames:
+        path = Path(item.filepath)
+        assert path.parent == out_dir and path.is_file()
+        image = bpy.data.images[item.image]
+        assert tuple(image.size) == size
+        np.testing.assert_allclose(pixels_of(image), file_pixels(path), atol=1e-6)
+
+
+def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: ModuleType,
+                                                                    scene: bpy.types.Scene) -> None:
+    render = scene.render
+    render.use_border, render.use_crop_to_border = True, False
+    render.border_min_x, render.border_max_x, render.border_min_y, render.border_max_y = 0.25, 0.75, 0.25, 0.75
+    scene.render_farm.tile_size = "CPU_16"
+    filepath, dirty = bpy.data.filepath, bpy.data.is_dirty
+
+    started = time.monotonic()
+    assert bpy.ops.farm.render_to_farm(wait=True) == {"FINISHED"}
+    print(f"2 frames x 4 tiles through the add-on: {time.monotonic() - started:.1f} s")
+
+    assert (bpy.data.filepath, bpy.data.is_dirty) == (filepath, dirty)
+    job = bpy.context.window_manager.render_farm_job
+    assert job.state == "FINISHED", job.message
+    assert (job.tiles_done, job.tiles_total, job.frames_merged, job.fraction) == (8, 8, 2, 1.0)
+    out_dir = Path(scene.render_farm.output_folder)
+    assert_frames_loaded(job, out_dir, (64, 48))
+    alpha = pixels_of(bpy.data.images[job.frames[0].image])[..., 3]
+    assert not alpha[:12].any() and alpha[12:36, 16:48].all(), "only the render region is rendered"
+
+    calls = draw_panel()
+    assert "Render to Farm" in [kwargs.get("text", "Render to Farm") for name, args, kwargs in calls
+                                if name == "operator" and args[0] == "farm.render_to_farm"]
+    assert any(name == "template_list" and args[0] == "FARM_UL_frames" for name, args, _ in calls)
+
+
+def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
+    farm = scene.render_farm
+    farm.tile_size, farm.tile_width, farm.tile_height = "CUSTOM", 40, 20
+    farm.file_format = "OPEN_EXR"
+
+    assert bpy.ops.farm.render_to_farm() == {"FINISHED"}  # returns at once
+    job = bpy.context.window_manager.render_farm_job
+    assert job.state == "RUNNING"
+    assert bpy.app.timers.is_registered(addon.jobs.timer)
+    assert not bpy.ops.farm.render_to_farm.poll(), "one job at a time"
+    calls = draw_panel()
+    assert any(name == "progress" for name, _, _ in calls)
+    assert any(name == "operator" and args[0] == "farm.cancel_job" for name, args, _ in calls)
+
+    bars = []
+    deadline = time.monotonic() + 300
+    while (interval := addon.jobs.timer()) is not None:
+        assert interval > 0 and time.monotonic() < deadline
+        bars += [kwargs["text"] for name, _, kwargs in draw_panel() if name == "progress"]
+        time.sleep(0.05)
+    bpy.app.timers.unregister(addon.jobs.timer)  # Blender would have dropped it when it returned None
+
+    assert job.state == "FINISHED", job.message
+    assert any(text.startswith("Tiles") for text in bars), bars
+    assert (job.tiles_done, job.frames_merged) == (2 * 2 * 3, 2)
+    assert_frames_loaded(job, Path(farm.output_folder), (64, 48))
+    assert all(item.filepath.endswith(".exr") for item in job.frames)
+
+
+def test_cancel_stops_the_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
+    assert bpy.ops.farm.render_to_farm() == {"FINISHED"}
+    assert bpy.ops.farm.cancel_job() == {"FINISHED"}
+    while addon.jobs.timer() is not None:
+        time.sleep(0.05)
+    bpy.app.timers.unregister(addon.jobs.timer)
+    assert bpy.context.window_manager.render_farm_job.state == "CANCELLED"
+    assert bpy.ops.farm.render_to_farm.poll()
+
+
+def test_errors_reach_the_panel_and_the_report(addon: ModuleType, scene: bpy.types.Scene, tmp_path: Path) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    scene.render_farm.output_folder = str(blocker)
+    with pytest.raises(RuntimeError, match="not a directory"):
+        bpy.ops.farm.render_to_farm(wait=True)
+    job = bpy.context.window_manager.render_farm_job
+    assert job.state == "FAILED" and "not a directory" in job.message
+    assert any("not a directory" in text for text in texts(draw_panel(), "label"))
+
+    scene.camera = None
+    with pytest.raises(RuntimeError, match="no active camera"):
+        bpy.ops.farm.render_to_farm(wait=True)
+
+
+def test_unreachable_pachyderm_is_an_error_not_a_traceback(addon: ModuleType, scene: bpy.types.Scene) -> None:
+    prefs = addon.preferences.get(bpy.context)
+    address = prefs.address
+    prefs.address = "127.0.0.1:9"
+    scene.render_farm.backend = "PACHYDERM"
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            bpy.ops.farm.render_to_farm(wait=True)
+    finally:
+        prefs.address = address
+    message = bpy.context.window_manager.render_farm_job.message
+    assert "127.0.0.1" in message and "unexpected" not in message, message
+    assert message in str(raised.value)
+
+
+def test_token_stays_out_of_blend_files(addon: ModuleType, scene: bpy.types.Scene, tmp_path: Path) -> None:
+    assert addon.preferences.get(bpy.context).token == TOKEN
+    saved = tmp_path / "saved.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved), copy=True, compress=False)
+    copies = list(Path(os.environ["FARM_STATE_DIR"]).rglob("*.blend"))
+    assert copies, "earlier tests left the farm's scene copies to check"
+    for blend in (saved, *copies):
+        assert TOKEN.encode() not in blend.read_bytes(), blend
+
+
+def test_missing_dependencies_are_named(addon: ModuleType, scene: bpy.types.Scene, monkeypatch: pytest.MonkeyPatch,
+                                        capfd: pytest.CaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what a failed wheel install looks like to Python
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    assert "opencv-python-headless" in capfd.readouterr().err
+    assert any("opencv-python-headless" in text for text in texts(draw_panel(), "label"))
+    with pytest.raises(RuntimeError, match="opencv-python-headless"):
+        bpy.ops.farm.render_to_farm(wait=True)
