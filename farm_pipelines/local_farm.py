@@ -423,10 +423,9 @@ class _Slot:
     def _run_batched(self) -> None:
         failed_starts = 0
         while not self.scheduler.drained() and not self._stopping.is_set():
-            no_more = threading.Event()
-            took_any = threading.Event()
+            no_more, took_any, released = threading.Event(), threading.Event(), threading.Event()
 
-            server, port = pachyderm.serve_worker_api(functools.partial(self._next_datum, no_more, took_any))
+            server, port = pachyderm.serve_worker_api(functools.partial(self._next_datum, no_more, took_any, released))
             try:
                 self.process = self._start({**self._base_env(), "PPS_WORKER_GRPC_PORT": str(port)})
                 while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
@@ -441,16 +440,19 @@ class _Slot:
                 elif not no_more.is_set():
                     failed_starts = self._worker_died(took_any.is_set(), failed_starts)
             finally:
+                released.set()
                 server.stop(None)
 
-    def _next_datum(self, no_more: threading.Event, took_any: threading.Event, error: str) -> list[str] | None:
+    def _next_datum(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
+                    error: str) -> list[str] | None:
         """The Worker API's NextDatum: settle the datum just processed, lay out the next one."""
         if self.current is not None:
             task, self.current = self.current, None
             self._finish(task, error or None)
         task = self.scheduler.take()
-        if task is None:
+        if task is None:  # like pachd, leave the call hanging until the process is stopped
             no_more.set()
+            released.wait(60)
             return None
         self.current = task
         took_any.set()
@@ -461,6 +463,7 @@ class _Slot:
     def _worker_died(self, took_any: bool, failed_starts: int) -> int:
         """A worker process died (crash, OOM, kill -9): requeue its datum elsewhere and restart."""
         code = self.process.returncode
+        self._append_log(f"worker process exited unexpectedly with code {code}; starting a new one")
         if self.current is not None:
             task, self.current = self.current, None
             self._finish(task, f"worker process died ({self._error_from_log(code)})")

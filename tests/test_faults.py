@@ -1,0 +1,96 @@
+"""Shared machines crash and get killed: real processes, real kills, frames still right."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import FARM, farm, make_scene, max_difference, render_whole
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> tuple[Path, dict[int, Path]]:
+    folder = tmp_path_factory.mktemp("faults")
+    blend = make_scene(folder / "scene.blend", size=[96, 64], samples=64, frames=[1, 2])
+    return blend, render_whole(blend, folder / "whole", [1, 2])
+
+
+def _renderer_workers(parent: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(parent), "-f", "farm_pipelines.pipelines.renderer"],
+                           capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _assert_frames(out: Path, reference: dict[int, Path]) -> None:
+    for frame, whole in reference.items():
+        assert max_difference(out / f"{frame:06d}.png", whole) <= 1
+
+
+def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
+    blend, reference = scene
+    env = dict(os.environ, FARM_STATE_DIR=str(state))
+    run = subprocess.Popen([*FARM, "render", str(blend), "--tile", "16", "--workers", "2",
+                            "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+    killed = []
+    deadline = time.monotonic() + 120
+    while not killed and time.monotonic() < deadline and run.poll() is None:
+        stored = state / "datums" / "renderer"
+        workers = _renderer_workers(run.pid)
+        if workers and stored.exists() and len(list(stored.iterdir())) >= 4:
+            os.kill(workers[0], signal.SIGKILL)
+            killed.append(workers[0])
+        time.sleep(0.02)
+    assert killed, "no renderer worker to kill"
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    log = "".join(p.read_text() for p in (state / "logs" / "renderer").rglob("*.log"))
+    assert "worker process died" in log
+    _assert_frames(tmp_path / "out", reference)
+
+
+def test_truncated_tile_on_disk_is_rendered_again(tmp_path, state, scene):
+    blend, reference = scene
+    args = ["render", blend, "--tile", "32", "--out", tmp_path / "out"]
+    assert farm(*args, state=state).returncode == 0
+    tile = sorted((state / "datums" / "renderer").rglob("*.exr"))[0]
+    tile.write_bytes(tile.read_bytes()[:100])
+
+    again = farm(*args, state=state)
+
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"renderer: 1 of 12 datum", again.stderr), again.stderr
+    _assert_frames(tmp_path / "out", reference)
+
+
+def test_same_job_twice_at_once_does_not_corrupt(tmp_path, state, scene):
+    blend, reference = scene
+    env = dict(os.environ, FARM_STATE_DIR=str(state))
+    results = []
+
+    def run(name: str) -> None:
+        results.append(subprocess.run([*FARM, "render", str(blend), "--tile", "32", "--out", str(tmp_path / name)],
+                                      env=env, capture_output=True, text=True, timeout=300))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    for name in ("a", "b"):
+        _assert_frames(tmp_path / name, reference)
+
+
+def test_worker_older_than_the_scene_refuses_and_newer_warns():
+    script = ("import sys\nfrom farm_pipelines.blender.render_tile import check_version\n"
+              "check_version((4, 2, 0))\ncheck_version((99, 0, 0))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "warning: scene saved with Blender 4.2.0" in done.stderr
+    assert "older than the 99.0.0 the scene was saved with" in done.stderr and done.returncode != 0
