@@ -42,7 +42,8 @@ def build(options: dict) -> None:
     bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=(0, 0, 1))
     sphere = bpy.context.object
     tint = bpy.data.materials.new("Tint")
-    tint.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*options.get("color", [0.8, 0.2, 0.1]), 1)
+    color = options.get("color", [0.8, 0.2, 0.1])
+    tint.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*color, 1)
     sphere.data.materials.append(tint)
     sphere.keyframe_insert("location", frame=scene.frame_start)
     sphere.location.x = 1.5

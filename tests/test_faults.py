@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FARM, farm, make_scene, max_difference, render_whole
 
 

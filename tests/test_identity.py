@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import farm, make_scene, max_difference, render_whole
 
 CASES = {

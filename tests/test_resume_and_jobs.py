@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 from conftest import FARM, farm, make_scene, max_difference, render_whole

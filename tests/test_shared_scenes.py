@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from conftest import SHARED_SCENES, farm, max_difference, read_image, render_whole
 
 SHRINK = (
