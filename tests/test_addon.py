@@ -26,20 +26,37 @@ TOKEN = "pachyderm-token-4f1c9e27-do-not-leak"
 
 
 class RecordingLayout:
-    """Stands in for ``UILayout``: records each call, and checks every drawn property exists in RNA."""
+    """Stands in for ``UILayout``: records each call, checked against the real UILayout's RNA.
+
+    Methods, keyword arguments, icons, attributes and drawn properties must all
+    exist, so a typo fails here as it would fail in Blender's UI.
+    """
+
+    _RNA = bpy.types.UILayout.bl_rna
 
     def __init__(self, calls: list[tuple[str, tuple, dict]]) -> None:
-        self.calls = calls
+        object.__setattr__(self, "calls", calls)
+
+    def __setattr__(self, name: str, value) -> None:
+        assert name in self._RNA.properties, f"UILayout has no attribute {name!r}"
+        object.__setattr__(self, name, value)
 
     def __getattr__(self, method: str):
+        assert method in self._RNA.functions, f"UILayout has no method {method!r}"
+        parameters = self._RNA.functions[method].parameters
+
         def record(*args, **kwargs):
-            self.calls.append((method, args, kwargs))
+            assert set(kwargs) <= set(parameters.keys()), f"{method}: unknown arguments {set(kwargs)}"
+            if "icon" in kwargs:
+                assert kwargs["icon"] in parameters["icon"].enum_items.keys(), kwargs["icon"]
             if method == "prop":
                 data, name = args[:2]
                 assert name in data.bl_rna.properties, f"{data!r} has no property {name!r}"
-            if method in ("row", "column", "box", "split"):
-                return RecordingLayout(self.calls)
-            return None
+            if method == "operator":
+                category, name = args[0].split(".")
+                assert hasattr(getattr(bpy.ops, category), name), args[0]
+            self.calls.append((method, args, kwargs))
+            return RecordingLayout(self.calls) if method in ("row", "column", "box", "split") else None
 
         return record
 
@@ -71,8 +88,8 @@ def addon(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
         module = importlib.import_module(MODULE)
         module.preferences.get(bpy.context).token = TOKEN
         yield module
-        bpy.ops.preferences.addon_disable(module=MODULE)
-        repos.remove(repo)
+        repos.remove(repo)  # disables the add-on, which cancels any job and removes its timer
+        assert MODULE not in bpy.context.preferences.addons
 
 
 @pytest.fixture
@@ -135,6 +152,8 @@ def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: Modul
     render.use_border, render.use_crop_to_border = True, False
     render.border_min_x, render.border_max_x, render.border_min_y, render.border_max_y = 0.25, 0.75, 0.25, 0.75
     scene.render_farm.tile_size = "CPU_16"
+    missing = bpy.data.images.new("Gone", 4, 4)
+    missing.source, missing.filepath, missing.use_fake_user = "FILE", "//textures/gone.png", True
     filepath, dirty = bpy.data.filepath, bpy.data.is_dirty
 
     started = time.monotonic()
@@ -142,6 +161,8 @@ def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: Modul
     print(f"2 frames x 4 tiles through the add-on: {time.monotonic() - started:.1f} s")
 
     assert (bpy.data.filepath, bpy.data.is_dirty) == (filepath, dirty)
+    for packed in Path(os.environ["FARM_STATE_DIR"]).rglob("*.blend"):
+        assert TOKEN.encode() not in packed.read_bytes(), packed
     job = bpy.context.window_manager.render_farm_job
     assert job.state == "FINISHED", job.message
     assert (job.tiles_done, job.tiles_total, job.frames_merged, job.fraction) == (8, 8, 2, 1.0)
@@ -150,7 +171,9 @@ def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: Modul
     alpha = pixels_of(bpy.data.images[job.frames[0].image])[..., 3]
     assert not alpha[:12].any() and alpha[12:36, 16:48].all(), "only the render region is rendered"
 
+    assert "gone.png" in job.warnings
     calls = draw_panel()
+    assert any("gone.png" in text for text in texts(calls, "label"))
     assert "Render to Farm" in [kwargs.get("text", "Render to Farm") for name, args, kwargs in calls
                                 if name == "operator" and args[0] == "farm.render_to_farm"]
     assert any(name == "template_list" and args[0] == "FARM_UL_frames" for name, args, _ in calls)
@@ -160,6 +183,8 @@ def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.typ
     farm = scene.render_farm
     farm.tile_size, farm.tile_width, farm.tile_height = "CUSTOM", 40, 20
     farm.file_format = "OPEN_EXR"
+    image_editor = bpy.context.window.screen.areas[0]
+    image_editor.type = "IMAGE_EDITOR"
 
     assert bpy.ops.farm.render_to_farm() == {"FINISHED"}  # returns at once
     job = bpy.context.window_manager.render_farm_job
@@ -183,6 +208,7 @@ def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.typ
     assert (job.tiles_done, job.frames_merged) == (2 * 2 * 3, 2)
     assert_frames_loaded(job, Path(farm.output_folder), (64, 48))
     assert all(item.filepath.endswith(".exr") for item in job.frames)
+    assert image_editor.spaces.active.image == bpy.data.images[job.frames[-1].image]
 
 
 def test_cancel_stops_the_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
@@ -226,13 +252,16 @@ def test_unreachable_pachyderm_is_an_error_not_a_traceback(addon: ModuleType, sc
 
 
 def test_token_stays_out_of_blend_files(addon: ModuleType, scene: bpy.types.Scene, tmp_path: Path) -> None:
+    """Neither the user's saved file nor the copy sent to the farm holds the token."""
     assert addon.preferences.get(bpy.context).token == TOKEN
     saved = tmp_path / "saved.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(saved), copy=True, compress=False)
-    copies = list(Path(os.environ["FARM_STATE_DIR"]).rglob("*.blend"))
-    assert copies, "earlier tests left the farm's scene copies to check"
-    for blend in (saved, *copies):
-        assert TOKEN.encode() not in blend.read_bytes(), blend
+    sent = addon.submit.save_copy("token-check")
+    try:
+        for blend in (saved, sent):
+            assert TOKEN.encode() not in blend.read_bytes(), blend
+    finally:
+        sent.unlink()
 
 
 def test_missing_dependencies_are_named(addon: ModuleType, scene: bpy.types.Scene, monkeypatch: pytest.MonkeyPatch,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import subprocess
 import sys
@@ -16,8 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PLATFORMS = ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
 
 
+@functools.cache
 def build_extension() -> Path:
-    """Run build.py's ``extension`` in this process (its wheel downloads are cached under build/)."""
+    """Run build.py's ``extension`` once per session, in this process (wheel downloads are cached in build/)."""
     spec = importlib.util.spec_from_file_location("build", ROOT / "build.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
