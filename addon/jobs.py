@@ -42,27 +42,29 @@ class FarmJob:
         self.thread = threading.Thread(target=self._run, name="pachyderm-farm-job", daemon=True)
 
     def _run(self) -> None:
-        # Imported here: it needs the extension's wheels, which the operator checks for first.
-        from farm_pipelines.submission import render
-
-        sub = self.submission
         error = None
         try:
-            backend = None
-            if sub.pachyderm is not None:
-                from farm_pipelines.pachyderm import PachydermBackend
-
-                backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls)
-            render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
-                   on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name)
+            self._render()
         except (BadInput, FarmFailure) as failure:
             error = str(failure)
         except Exception as failure:  # the panel must say something, whatever went wrong
             traceback.print_exc(file=sys.stderr)
             error = f"unexpected error: {failure!r} (details in the system console)"
         finally:
-            sub.blend.unlink(missing_ok=True)
-        self.events.put(Finished(error, self.cancel.is_set()))
+            self.submission.blend.unlink(missing_ok=True)
+            self.events.put(Finished(error, self.cancel.is_set()))
+
+    def _render(self) -> None:
+        # Imported here, off the main thread: they need the extension's wheels (checked before submitting).
+        from farm_pipelines.pachyderm import PachydermBackend
+        from farm_pipelines.submission import render
+
+        sub = self.submission
+        backend = None
+        if sub.pachyderm is not None:
+            backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls)
+        render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
+               on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name)
 
 
 _active: FarmJob | None = None

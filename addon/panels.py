@@ -34,50 +34,54 @@ class RENDER_PT_farm(Panel):  # noqa: N801
             box.alert = True
             box.label(text=dependencies.message(missing), icon="ERROR")
         job: FarmJobState = context.window_manager.render_farm_job
-        self._draw_settings(context, layout.column(), enabled=not job.running)
-        self._draw_job(layout, job)
+        draw_settings(context, layout.column(), enabled=not job.running)
+        draw_job(layout, job)
 
-    def _draw_settings(self, context: bpy.types.Context, col, enabled: bool) -> None:
-        scene = context.scene
-        farm: FarmSettings = scene.render_farm
-        col.enabled = enabled
-        col.prop(farm, "backend")
-        if farm.backend == "PACHYDERM":
-            col.label(text=f"Cluster: {preferences.get(context).address or 'not set (see preferences)'}")
-        col.prop(farm, "tile_size")
-        if farm.tile_size == "CUSTOM":
-            sub = col.column(align=True)
-            sub.prop(farm, "tile_width", text="Width")
-            sub.prop(farm, "tile_height", text="Height")
-        col.prop(scene.render, "use_border", text="Render Region")
-        sub = col.column()
-        sub.active = scene.render.use_border
-        sub.prop(scene.render, "use_crop_to_border", text="Crop to Region")
-        col.prop(farm, "use_scene_frames")
-        frames = col.column(align=True)
-        if not farm.use_scene_frames:
-            frames.prop(farm, "frame_start")
-            frames.prop(farm, "frame_end")
-        frames.prop(farm, "frame_step")
-        col.prop(farm, "file_format")
-        col.prop(farm, "output_folder")
 
-    def _draw_job(self, layout, job: FarmJobState) -> None:
-        if job.running:
-            row = layout.row(align=True)
-            row.progress(factor=job.fraction, type="BAR", text=progress_text(job))
-            row.operator("farm.cancel_job", text="", icon="CANCEL")
-        else:
-            layout.operator("farm.render_to_farm", icon="RENDER_ANIMATION")
-        if job.message:
-            box = layout.box()
-            box.alert = job.state == "FAILED"
-            box.label(text=job.message, icon="ERROR" if job.state == "FAILED" else "INFO")
-        for warning in filter(None, job.warnings.splitlines()):
-            layout.label(text=warning, icon="ERROR")
-        if len(job.frames):
-            layout.label(text=f"Finished frames of {job.job_name}:")
-            layout.template_list("FARM_UL_frames", "", job, "frames", job, "active_frame", rows=3)
+def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: bool) -> None:
+    """The job's settings; the scene's own render region is shown, not copied, since the farm honours it."""
+    scene = context.scene
+    farm: FarmSettings = scene.render_farm
+    col.enabled = enabled
+    col.prop(farm, "backend")
+    if farm.backend == "PACHYDERM":
+        col.label(text=f"Cluster: {preferences.get(context).address or 'not set (see preferences)'}")
+    col.prop(farm, "tile_size")
+    if farm.tile_size == "CUSTOM":
+        sub = col.column(align=True)
+        sub.prop(farm, "tile_width", text="Width")
+        sub.prop(farm, "tile_height", text="Height")
+    col.prop(scene.render, "use_border", text="Render Region")
+    sub = col.column()
+    sub.active = scene.render.use_border
+    sub.prop(scene.render, "use_crop_to_border", text="Crop to Region")
+    col.prop(farm, "use_scene_frames")
+    frames = col.column(align=True)
+    if not farm.use_scene_frames:
+        frames.prop(farm, "frame_start")
+        frames.prop(farm, "frame_end")
+    frames.prop(farm, "frame_step")
+    col.prop(farm, "file_format")
+    col.prop(farm, "output_folder")
+
+
+def draw_job(layout: bpy.types.UILayout, job: FarmJobState) -> None:
+    """Render button or progress and Cancel, then the outcome, warnings and finished frames."""
+    if job.running:
+        row = layout.row(align=True)
+        row.progress(factor=job.fraction, type="BAR", text=progress_text(job))
+        row.operator("farm.cancel_job", text="", icon="CANCEL")
+    else:
+        layout.operator("farm.render_to_farm", icon="RENDER_ANIMATION")
+    if job.message:
+        box = layout.box()
+        box.alert = job.state == "FAILED"
+        box.label(text=job.message, icon="ERROR" if job.state == "FAILED" else "INFO")
+    for warning in filter(None, job.warnings.splitlines()):
+        layout.label(text=warning, icon="ERROR")
+    if len(job.frames):
+        layout.label(text=f"Finished frames of {job.job_name}:")
+        layout.template_list("FARM_UL_frames", "", job, "frames", job, "active_frame", rows=3)
 
 
 def progress_text(job: FarmJobState) -> str:

@@ -130,8 +130,6 @@ def file_pixels(path: Path) -> np.ndarray:
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(data.dtype, 1.0)
     rgba = cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA if data.shape[2] == 4 else cv2.COLOR_BGR2RGBA)
-    if data.shape[2] == 3:
-        rgba[..., 3] = 1.0 if scale == 1.0 else scale
     return np.flipud(rgba.astype(np.float32) / scale)
 
 
@@ -273,3 +271,19 @@ def test_missing_dependencies_are_named(addon: ModuleType, scene: bpy.types.Scen
     assert any("opencv-python-headless" in text for text in texts(draw_panel(), "label"))
     with pytest.raises(RuntimeError, match="opencv-python-headless"):
         bpy.ops.farm.render_to_farm(wait=True)
+
+
+def test_preferences_draw_every_setting(addon: ModuleType) -> None:
+    prefs = addon.preferences.get(bpy.context)
+    calls: list[tuple[str, tuple, dict]] = []
+
+    class Drawn:  # the preferences, with a recording layout
+        layout = RecordingLayout(calls)
+
+        def __getattr__(self, name: str):
+            return getattr(prefs, name)
+
+    type(prefs).draw(Drawn(), bpy.context)
+    drawn = {args[1] for name, args, _ in calls if name == "prop"}
+    assert drawn == {"address", "token", "use_tls", "local_workers", "default_tile"}
+    assert prefs.bl_rna.properties["token"].subtype == "PASSWORD"
