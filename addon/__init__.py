@@ -30,8 +30,7 @@ def register() -> None:
         module.register()
     missing = dependencies.missing()
     if missing:
-        print(f"warning: Pachyderm Render Farm is missing {', '.join(missing)}; reinstall the extension",
-              file=sys.stderr)
+        print(f"warning: {dependencies.message(missing)}", file=sys.stderr)
 
 
 def unregister() -> None:

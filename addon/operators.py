@@ -9,6 +9,7 @@ from bpy.types import Operator
 from farm_pipelines.errors import BadInput
 
 from . import dependencies, jobs, submit
+from .properties import FarmJobState
 
 
 class FARM_OT_render_to_farm(Operator):  # noqa: N801  (Blender's operator naming)
@@ -52,7 +53,7 @@ class FARM_OT_render_to_farm(Operator):  # noqa: N801  (Blender's operator namin
         self.report({"INFO"}, state.message)
         return {"FINISHED"}
 
-    def _fail(self, state, message: str) -> set[str]:
+    def _fail(self, state: FarmJobState, message: str) -> set[str]:
         state.state, state.message = "FAILED", message
         self.report({"ERROR"}, message)
         return {"CANCELLED"}
