@@ -45,7 +45,7 @@ def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: 
     col.enabled = enabled
     col.prop(farm, "backend")
     if farm.backend == "PACHYDERM":
-        col.label(text=f"Cluster: {preferences.get(context).address or 'not set (see preferences)'}")
+        col.label(text=f"Cluster: {preferences.get(context).address or 'the active pachctl context'}")
     col.prop(farm, "tile_size")
     if farm.tile_size == "CUSTOM":
         sub = col.column(align=True)

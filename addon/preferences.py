@@ -18,7 +18,7 @@ class FarmPreferences(AddonPreferences):
 
     address: StringProperty(
         name="Pachyderm Address", default="localhost:30650",
-        description="host:port of pachd, or a grpc:// / grpcs:// URL")
+        description="host:port of pachd, or a grpc:// or grpcs:// URL; empty uses the active pachctl context")
     token: StringProperty(
         name="Auth Token", subtype="PASSWORD",
         description="Pachyderm auth token; kept in Blender's preferences, never in .blend files")

@@ -27,7 +27,7 @@ from .properties import TILE_PRESETS, FarmSettings
 class Pachyderm:
     """Connection settings, copied out of the preferences for the background thread."""
 
-    address: str
+    address: str | None  # None: the active pachctl context
     token: str
     tls: bool
 
@@ -54,9 +54,7 @@ def from_context(context: bpy.types.Context) -> Submission:
         raise BadInput(f"scene {scene.name!r} has no active camera; set one in Scene Properties")
     pachyderm = None
     if farm.backend == "PACHYDERM":
-        if not prefs.address.strip():
-            raise BadInput("no Pachyderm address: set it in the Pachyderm Render Farm add-on preferences")
-        pachyderm = Pachyderm(prefs.address.strip(), prefs.token, prefs.use_tls)
+        pachyderm = Pachyderm(prefs.address.strip() or None, prefs.token, prefs.use_tls)
     settings = JobSettings(tile=tile_size(farm, prefs.default_tile), frames=frame_range(farm),
                            file_format=farm.file_format)
     out_dir = output_folder(farm)

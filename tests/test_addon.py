@@ -240,6 +240,7 @@ def test_unreachable_pachyderm_is_an_error_not_a_traceback(addon: ModuleType, sc
     prefs.address = "127.0.0.1:9"
     scene.render_farm.backend = "PACHYDERM"
     try:
+        assert "Cluster: 127.0.0.1:9" in texts(draw_panel(), "label")
         with pytest.raises(RuntimeError) as raised:
             bpy.ops.farm.render_to_farm(wait=True)
     finally:
