@@ -122,6 +122,10 @@ class _Scheduler:
                 self.failed[self._queue.popleft().datum.key()] = error
             self._cond.notify_all()
 
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
     def drained(self) -> bool:
         with self._cond:
             return self.cancelled or (not self._queue and not self._in_flight)
@@ -247,7 +251,7 @@ class LocalFarm:
     def _run_workers(self, name: str, spec: dict, scope: str, scheduler: _Scheduler,
                      tracker: _ProgressTracker, cancel: threading.Event) -> None:
         run_dir = self.root / "work" / f"{name}-{uuid.uuid4().hex[:8]}"
-        count = min(self.workers, max(1, len(scheduler._queue)))
+        count = min(self.workers, max(1, scheduler.queued()))
         slots = [_Slot(self, name, spec, scope, run_dir / str(i), scheduler, tracker) for i in range(count)]
         threads = [threading.Thread(target=slot.run, daemon=True) for slot in slots]
         for thread in threads:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -148,7 +147,3 @@ def _fingerprint(blend: Path, dependencies: list[str], settings: JobSettings) ->
                     digest.update(chunk)
     return digest.hexdigest()
 
-
-def remove_prepared(job_name: str, state_dir: Path | None = None) -> None:
-    shutil.rmtree((Path(state_dir) if state_dir else default_state_dir()) / "prepared" / job_name,
-                  ignore_errors=True)
