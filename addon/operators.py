@@ -76,14 +76,4 @@ class FARM_OT_cancel_job(Operator):  # noqa: N801
         return {"FINISHED"}
 
 
-_CLASSES = (FARM_OT_render_to_farm, FARM_OT_cancel_job)
-
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((FARM_OT_render_to_farm, FARM_OT_cancel_job))

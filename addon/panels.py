@@ -93,14 +93,4 @@ def progress_text(job: FarmJobState) -> str:
     return text
 
 
-_CLASSES = (FARM_UL_frames, RENDER_PT_farm)
-
-
-def register() -> None:
-    for cls in _CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(_CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory((FARM_UL_frames, RENDER_PT_farm))
