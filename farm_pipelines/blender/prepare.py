@@ -35,6 +35,8 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     return {
         "scene": scene.name,
         "frames": frames,
+        "frame_size": list(session.frame_size(scene)),
+        "region": session.render_region(scene).as_list(),
         "missing": missing,
         "dependencies": found,
         "saved_with": session.saved_with_version(),
