@@ -80,18 +80,26 @@ class StageReport:
 class _Scheduler:
     """Hands out tasks one at a time; failed tasks go to the back of the queue until tries run out."""
 
-    def __init__(self, tasks: list[_Task], tries: int) -> None:
-        self._queue = collections.deque(tasks)
+    def __init__(self, tries: int) -> None:
+        self._queue: collections.deque[_Task] = collections.deque()
         self._tries = tries
+        self._open = True  # more tasks may still come: workers wait instead of stopping
         self._in_flight = 0
         self._cond = threading.Condition()
         self.cancelled = False
         self.processed = 0
         self.failed: dict[str, str] = {}
 
+    def feed(self, tasks: list[_Task]) -> None:
+        """Add the stage's tasks, all at once; after this an empty queue means the stage is over."""
+        with self._cond:
+            self._queue.extend(tasks)
+            self._open = False
+            self._cond.notify_all()
+
     def take(self) -> _Task | None:
         with self._cond:
-            while not self._queue and self._in_flight and not self.cancelled:
+            while not self._queue and (self._in_flight or self._open) and not self.cancelled:
                 self._cond.wait()
             if self.cancelled or not self._queue:
                 return None
@@ -122,13 +130,9 @@ class _Scheduler:
                 self.failed[self._queue.popleft().datum.key()] = error
             self._cond.notify_all()
 
-    def queued(self) -> int:
-        with self._cond:
-            return len(self._queue)
-
     def drained(self) -> bool:
         with self._cond:
-            return self.cancelled or (not self._queue and not self._in_flight)
+            return self.cancelled or (not self._queue and not self._in_flight and not self._open)
 
     def cancel(self) -> None:
         with self._cond:
@@ -157,12 +161,18 @@ class LocalFarm:
         tracker = _ProgressTracker(on_progress)
         with self.job_lock(job.name):
             self._put_job(job, Path(job_files))
-            for name in PIPELINES:
-                report = self.run_pipeline(name, job.name, tracker, cancel)
-                if name == "splitter":
-                    if report.failed:
-                        raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
-                    tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+            # Renderer workers start Blender while the splitter runs, then wait on NextDatum.
+            warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
+            try:
+                for name in PIPELINES:
+                    report = self.run_pipeline(name, job.name, tracker, cancel, warm.pop(name, None))
+                    if name == "splitter":
+                        if report.failed:
+                            raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
+                        tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+            finally:
+                for pool in warm.values():
+                    pool.stop()
             merged = self._merged_frames(job.name)
             tracker.done(len(merged))
         failed_tiles = self.reports["renderer"].failed
@@ -226,8 +236,11 @@ class LocalFarm:
     # -- pipelines -------------------------------------------------------------------------------
 
     def run_pipeline(self, name: str, scope: str, tracker: _ProgressTracker | None = None,
-                     cancel: threading.Event | None = None) -> StageReport:
-        """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job."""
+                     cancel: threading.Event | None = None, pool: _WorkerPool | None = None) -> StageReport:
+        """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job.
+
+        ``pool`` holds workers started ahead of time; without one they start now.
+        """
         tracker = tracker or _ProgressTracker(lambda progress: None)
         cancel = cancel or threading.Event()
         spec = load_spec(name)
@@ -236,10 +249,13 @@ class LocalFarm:
         tasks = [_Task(d, datum_id(d, self.repos, salt, self._file_hash)) for d in datums]
         pending = [t for t in tasks if not self._is_done(name, t.id)]
         tracker.stage(name, total=len(tasks), done=len(tasks) - len(pending))
-        scheduler = _Scheduler(pending, int(spec.get("datum_tries", 3)))
         if pending:
             self.log(f"{name}: {len(pending)} of {len(tasks)} datum(s) to process")
-            self._run_workers(name, spec, scope, scheduler, tracker, cancel)
+        pool = pool or (_WorkerPool(self, name, scope, tracker, len(pending)) if pending else None)
+        scheduler = pool.scheduler if pool else _Scheduler(0)
+        scheduler.feed(pending)
+        if pool:
+            pool.wait(cancel)
         if cancel.is_set():
             raise FarmFailure("cancelled")
         done_ids = [t.id for t in tasks if self._is_done(name, t.id)]
@@ -247,22 +263,6 @@ class LocalFarm:
         report = StageReport(name, len(tasks), len(tasks) - len(pending), scheduler.processed, scheduler.failed)
         self.reports[name] = report
         return report
-
-    def _run_workers(self, name: str, spec: dict, scope: str, scheduler: _Scheduler,
-                     tracker: _ProgressTracker, cancel: threading.Event) -> None:
-        run_dir = self.root / "work" / f"{name}-{uuid.uuid4().hex[:8]}"
-        count = min(self.workers, max(1, scheduler.queued()))
-        slots = [_Slot(self, name, spec, scope, run_dir / str(i), scheduler, tracker) for i in range(count)]
-        threads = [threading.Thread(target=slot.run, daemon=True) for slot in slots]
-        for thread in threads:
-            thread.start()
-        while any(t.is_alive() for t in threads):
-            if cancel.is_set():
-                scheduler.cancel()
-                for slot in slots:
-                    slot.stop()
-            time.sleep(0.1)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
     # -- datum store -----------------------------------------------------------------------------
 
@@ -324,6 +324,38 @@ class LocalFarm:
                     digest.update(chunk)
             self._hashes[key] = digest.hexdigest()
         return self._hashes[key]
+
+
+class _WorkerPool:
+    """The workers of one pipeline stage, sharing one scheduler; they may start before it is fed."""
+
+    def __init__(self, farm: LocalFarm, pipeline: str, scope: str, tracker: _ProgressTracker,
+                 datums: int | None = None) -> None:
+        spec = load_spec(pipeline)
+        self.scheduler = _Scheduler(int(spec.get("datum_tries", 3)))
+        self.run_dir = farm.root / "work" / f"{pipeline}-{uuid.uuid4().hex[:8]}"
+        count = min(farm.workers, datums) if datums else farm.workers
+        self.slots = [_Slot(farm, pipeline, spec, scope, self.run_dir / str(i), self.scheduler, tracker)
+                      for i in range(count)]
+        self.threads = [threading.Thread(target=slot.run, daemon=True) for slot in self.slots]
+        for thread in self.threads:
+            thread.start()
+
+    def wait(self, cancel: threading.Event) -> None:
+        while any(t.is_alive() for t in self.threads):
+            if cancel.is_set():
+                self.stop()
+            time.sleep(0.1)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def stop(self) -> None:
+        """Stop every worker now: a cancel, or a stage that will never be fed."""
+        self.scheduler.cancel()
+        for slot in self.slots:
+            slot.stop()
+        for thread in self.threads:
+            thread.join()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 class _Slot:
