@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_positive_int, help="local workers (default: one per core)")
     r.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the scene's)")
     r.add_argument("--overscan", type=int, default=0, help="extra pixels rendered around each tile")
+    r.add_argument("--sample-chunks", type=_positive_int, default=1,
+                   help="split each frame's samples over K workers (Cycles; adaptive sampling is turned off)")
     r.add_argument("--strict", action="store_true", help="fail if the scene refers to missing files")
     r.add_argument("--out", type=Path, required=True, help="folder for the frames")
     r.add_argument("--pachd", help="render on Pachyderm at grpc://HOST:PORT instead of this machine "
@@ -63,7 +65,7 @@ def settings_from(args: argparse.Namespace) -> JobSettings:
         raise BadInput(f"overscan {args.overscan} must be 0 or more")
     return JobSettings(tile=tile, frames=parse_frames(args.frames, args.step),
                        file_format=FORMATS[args.format] if args.format else None,
-                       overscan=args.overscan, strict=args.strict)
+                       overscan=args.overscan, strict=args.strict, sample_chunks=args.sample_chunks)
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ class JobSettings:
     file_format: str | None = None  # a Blender ``file_format`` such as "PNG"; None keeps the scene's
     overscan: int = 0
     strict: bool = False
+    sample_chunks: int = 1  # each frame's samples are split over this many workers
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -61,6 +62,7 @@ class JobSettings:
             file_format=data.get("file_format"),
             overscan=int(data.get("overscan", 0)),
             strict=bool(data.get("strict", False)),
+            sample_chunks=int(data.get("sample_chunks", 1)),
         )
 
 
