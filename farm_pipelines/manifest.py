@@ -1,7 +1,8 @@
-"""The splitter's plan: which tiles make each frame, and where each one goes.
+"""The splitter's plan: which tiles (and sample chunks) make each frame, and where each one goes.
 
 A ``FrameManifest`` is written per frame by the splitter and read by the merger,
-which trusts it (not file names) for the set of tiles a frame needs.
+which trusts it (not file names) for the set of pieces a frame needs. A piece is
+one tile, or with sample splitting one chunk of one tile's samples.
 """
 
 from __future__ import annotations
@@ -30,12 +31,29 @@ class TileSpec:
 
 
 @dataclass(frozen=True)
+class SampleChunk:
+    """Samples ``[offset, offset + samples)`` of the frame's total, rendered as Cycles' sample subset."""
+
+    index: int
+    offset: int
+    samples: int
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "offset": self.offset, "samples": self.samples}
+
+    @classmethod
+    def from_json(cls, data: dict) -> SampleChunk:
+        return cls(int(data["index"]), int(data["offset"]), int(data["samples"]))
+
+
+@dataclass(frozen=True)
 class FrameManifest:
     frame: int
     frame_size: tuple[int, int]  # full render size, the reference for border fractions
     region: Box  # the pixels a plain render produces (the user's border, or the whole frame)
     crop: bool  # True: the written frame is ``region``-sized; False: full size, empty outside
     tiles: tuple[TileSpec, ...]
+    chunks: tuple[SampleChunk, ...] = ()  # empty: every tile renders all of the scene's samples
 
     @property
     def canvas_origin(self) -> tuple[int, int]:
@@ -46,11 +64,16 @@ class FrameManifest:
         return (self.region.width, self.region.height) if self.crop else self.frame_size
 
     @property
-    def tiled(self) -> bool:
-        return len(self.tiles) > 1
+    def farm_composites(self) -> bool:
+        """True when the frame is assembled from pieces, so compositing and denoising wait for the merger."""
+        return len(self.tiles) > 1 or len(self.chunks) > 1
 
-    def tile_name(self, index: int) -> str:
-        return f"{self.frame:06d}_{index:04d}"
+    def pieces(self) -> list[tuple[TileSpec, SampleChunk | None]]:
+        return [(tile, chunk) for tile in self.tiles for chunk in (self.chunks or (None,))]
+
+    def piece_name(self, tile: TileSpec, chunk: SampleChunk | None) -> str:
+        """``<index>`` or ``<index>_<chunk>``: the piece's file stem inside its frame's folder."""
+        return f"{tile.index:04d}" if chunk is None else f"{tile.index:04d}_{chunk.index:02d}"
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +82,7 @@ class FrameManifest:
             "region": self.region.as_list(),
             "crop": self.crop,
             "tiles": [tile.to_json() for tile in self.tiles],
+            "chunks": [chunk.to_json() for chunk in self.chunks],
         }
 
     @classmethod
@@ -70,6 +94,7 @@ class FrameManifest:
             region=Box.from_list(data["region"]),
             crop=bool(data["crop"]),
             tiles=tuple(TileSpec.from_json(t) for t in data["tiles"]),
+            chunks=tuple(SampleChunk.from_json(c) for c in data.get("chunks", ())),
         )
 
     @classmethod
@@ -78,8 +103,9 @@ class FrameManifest:
 
 
 def plan_frame(frame: int, frame_size: tuple[int, int], region: Box, crop: bool,
-               settings: JobSettings) -> FrameManifest:
-    """Cut one frame's region into the job's tiles (one tile for whole frames)."""
+               settings: JobSettings, samples: int = 0) -> FrameManifest:
+    """Cut one frame's region into the job's tiles (one tile for whole frames), and each
+    tile's ``samples`` into ``settings.sample_chunks`` chunks (at most one per sample)."""
     if settings.tile.whole_frame:
         boxes = [region]
     else:
@@ -87,4 +113,13 @@ def plan_frame(frame: int, frame_size: tuple[int, int], region: Box, crop: bool,
     limit = Box(0, 0, *frame_size)
     overscan = settings.overscan if len(boxes) > 1 else 0
     specs = tuple(TileSpec(i, box, box.grown(overscan, limit)) for i, box in enumerate(boxes))
-    return FrameManifest(frame, frame_size, region, crop, specs)
+    return FrameManifest(frame, frame_size, region, crop, specs, split_samples(samples, settings.sample_chunks))
+
+
+def split_samples(samples: int, count: int) -> tuple[SampleChunk, ...]:
+    """Near-equal consecutive chunks; none when there is nothing to split."""
+    count = min(count, samples)
+    if count <= 1:
+        return ()
+    sizes = [samples // count + (1 if i < samples % count else 0) for i in range(count)]
+    return tuple(SampleChunk(i, sum(sizes[:i]), size) for i, size in enumerate(sizes))

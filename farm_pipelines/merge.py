@@ -3,20 +3,27 @@
 Tiles are found through the frame manifest, never by sorting file names.
 Arrays are top-row-first (as OpenCV and image files store them) while tile boxes
 are in Blender's bottom-up coordinates; the conversion lives here only.
+
+Frames the farm composites arrive as multilayer OpenEXR pieces (every view layer
+and pass, one channel per array): sample chunks of a tile are averaged by sample
+count, then every channel is stitched, and the result is written back as one
+multilayer file for Blender's compositor.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import OpenEXR
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
 import cv2  # noqa: E402  (the EXR switch must be set before import)
 
 from farm_pipelines.errors import FarmFailure  # noqa: E402
-from farm_pipelines.manifest import FrameManifest  # noqa: E402
+from farm_pipelines.manifest import FrameManifest, SampleChunk, TileSpec  # noqa: E402
 
 
 class FrameIncomplete(FarmFailure):
@@ -44,29 +51,98 @@ def write_exr(path: Path, rgba: np.ndarray) -> None:
 
 def stitch(manifest: FrameManifest, tile_dir: Path) -> np.ndarray:
     """The frame's canvas, assembled from ``tile_dir/<index>.exr``; areas outside the region stay 0."""
+
+    def load(tile: TileSpec) -> tuple[dict[str, np.ndarray] | None, str]:
+        pixels = read_exr(Path(tile_dir) / f"{tile.index:04d}.exr")
+        return (None, "missing or unreadable") if pixels is None else ({"RGBA": pixels}, "")
+
+    return _assemble(manifest, load)["RGBA"]
+
+
+def stitch_layers(manifest: FrameManifest, tile_dir: Path) -> dict[str, np.ndarray]:
+    """Every channel of the frame, from ``tile_dir/<piece>.exr`` multilayer pieces, chunks merged."""
+
+    def load(tile: TileSpec) -> tuple[dict[str, np.ndarray] | None, str]:
+        chunks = manifest.chunks or (None,)
+        pieces = [(chunk, read_layers(Path(tile_dir) / f"{manifest.piece_name(tile, chunk)}.exr"))
+                  for chunk in chunks]
+        bad = [manifest.piece_name(tile, chunk) for chunk, layers in pieces if layers is None]
+        if bad:
+            return None, f"piece(s) {', '.join(bad)} missing or unreadable"
+        if len({(tuple(sorted(layers)), _shape(layers)) for _, layers in pieces}) > 1:
+            return None, "sample chunks differ in passes or size"
+        return merge_chunks(pieces), ""
+
+    return _assemble(manifest, load)
+
+
+def merge_chunks(pieces: list[tuple[SampleChunk | None, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+    """One tile from its sample chunks: the mean weighted by sample count, as one render would
+    have accumulated it. Depth is the nearest hit of any sample, so it takes the minimum."""
+    if len(pieces) == 1:
+        return pieces[0][1]
+    total = sum(chunk.samples for chunk, _ in pieces)
+    merged = {}
+    for name in pieces[0][1]:
+        if name.split(".")[-2:-1] == ["Depth"]:
+            merged[name] = np.minimum.reduce([layers[name] for _, layers in pieces])
+        else:
+            weighted = sum(chunk.samples * layers[name].astype(np.float64) for chunk, layers in pieces)
+            merged[name] = (weighted / total).astype(np.float32)
+    return merged
+
+
+def _shape(layers: dict[str, np.ndarray]) -> tuple[int, ...]:
+    return next(iter(layers.values())).shape[:2] if layers else ()
+
+
+def _assemble(manifest: FrameManifest,
+              load: Callable[[TileSpec], tuple[dict[str, np.ndarray] | None, str]]) -> dict[str, np.ndarray]:
+    """Place each tile's arrays at its offset, cropping overscan; areas outside the region stay 0."""
     width, height = manifest.canvas_size
     origin_x, origin_y = manifest.canvas_origin
-    canvas = np.zeros((height, width, 4), np.float32)
+    canvas: dict[str, np.ndarray] = {}
     problems: list[str] = []
     for tile in manifest.tiles:
-        path = Path(tile_dir) / f"{tile.index:04d}.exr"
-        pixels = read_exr(path)
+        layers, problem = load(tile)
         rendered = tile.render_box
         name = f"tile {tile.index} {tile.box.as_list()}"
-        if pixels is None:
-            problems.append(f"{name} missing or unreadable")
+        if layers is None:
+            problems.append(f"{name} {problem}")
             continue
-        if pixels.shape[:2] != (rendered.height, rendered.width):
-            problems.append(f"{name} is {pixels.shape[1]}x{pixels.shape[0]}, expected "
-                            f"{rendered.width}x{rendered.height}")
+        shape = _shape(layers)
+        if shape != (rendered.height, rendered.width):
+            found = f"{shape[1]}x{shape[0]}" if shape else "empty"
+            problems.append(f"{name} is {found}, expected {rendered.width}x{rendered.height}")
             continue
         # Crop overscan: offsets of the tile inside what was rendered, converted to top-down rows.
         left = tile.box.x0 - rendered.x0
         top = rendered.y1 - tile.box.y1
-        inner = pixels[top:top + tile.box.height, left:left + tile.box.width]
         x0 = tile.box.x0 - origin_x
         row0 = height - (tile.box.y1 - origin_y)
-        canvas[row0:row0 + tile.box.height, x0:x0 + tile.box.width] = inner
+        for channel, pixels in layers.items():
+            target = canvas.setdefault(channel, np.zeros((height, width, *pixels.shape[2:]), np.float32))
+            target[row0:row0 + tile.box.height, x0:x0 + tile.box.width] = \
+                pixels[top:top + tile.box.height, left:left + tile.box.width]
     if problems:
         raise FrameIncomplete(f"frame {manifest.frame}: " + "; ".join(problems))
     return canvas
+
+
+def read_layers(path: Path) -> dict[str, np.ndarray] | None:
+    """Every channel of a (multi-part, multilayer) OpenEXR by full name, e.g. ``ViewLayer.Combined.R``,
+    top row first; None if the file is missing or unreadable."""
+    if not Path(path).is_file():
+        return None
+    try:
+        parts = OpenEXR.File(str(path), separate_channels=True).parts
+    except RuntimeError:
+        return None
+    return {name: channel.pixels.astype(np.float32, copy=False)
+            for part in parts for name, channel in part.channels.items()}
+
+
+def write_layers(path: Path, channels: dict[str, np.ndarray]) -> None:
+    """One single-part multilayer OpenEXR (float, ZIP): Blender reads it as layers and passes."""
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    OpenEXR.File(header, channels).write(str(path))

@@ -1,4 +1,11 @@
-"""Render one tile of one frame to a float OpenEXR, keeping the blend loaded between tiles."""
+"""Render one tile of one frame to a float OpenEXR, keeping the blend loaded between tiles.
+
+A frame that is one piece renders as the scene says (its compositor and denoiser
+included) to RGBA. A frame split into tiles or sample chunks renders each piece
+to multilayer OpenEXR with every view layer and pass, compositing off and, if the
+scene denoises, Cycles' denoiser off but its denoising data passes on: the merger
+composites and denoises the whole frame once.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import bpy
 from farm_pipelines.atomic_files import atomic_path
 from farm_pipelines.blender import session
 from farm_pipelines.errors import FarmFailure
-from farm_pipelines.manifest import TileSpec
+from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.tiles import border_for_box
 
 
@@ -37,17 +44,34 @@ class TileRenderer:
         if self.threads > 0:
             render.threads_mode = "FIXED"
             render.threads = self.threads
-        self._compositing = render.use_compositing
+        cycles = scene.cycles
+        self._scene_settings = (render.use_compositing, cycles.use_denoising, cycles.use_adaptive_sampling)
+        self._denoises = render.engine == "CYCLES" and cycles.use_denoising
         render.use_persistent_data = True  # Cycles keeps the BVH between tiles
         render.use_stamp = False  # burn-in belongs on the whole frame, added by the merger
+
+    def _set_output(self, scene: bpy.types.Scene, farm_composites: bool, chunk: SampleChunk | None) -> None:
+        render, cycles = scene.render, scene.cycles
+        compositing, denoising, adaptive = self._scene_settings
+        render.use_compositing = compositing and not farm_composites
+        cycles.use_denoising = denoising and not farm_composites
+        for layer in scene.view_layers:
+            layer.cycles.denoising_store_passes |= self._denoises and farm_composites
+        # Adaptive sampling stops each pixel on its own chunk's noise, leaving unknown sample
+        # counts to weight the chunks by; a chunked frame takes every sample everywhere.
+        cycles.use_adaptive_sampling = adaptive and chunk is None
+        cycles.use_sample_subset = chunk is not None
+        if chunk is not None:
+            cycles.sample_offset, cycles.sample_subset_length = chunk.offset, chunk.samples
         settings = render.image_settings
-        settings.file_format = "OPEN_EXR"
+        settings.media_type = "MULTI_LAYER_IMAGE" if farm_composites else "IMAGE"
+        settings.file_format = "OPEN_EXR_MULTILAYER" if farm_composites else "OPEN_EXR"
         settings.color_mode = "RGBA"
         settings.color_depth = "32"
         settings.exr_codec = "ZIP"
 
-    def render(self, frame: int, tile: TileSpec, frame_size: tuple[int, int], tiles_in_frame: int,
-               out_path: Path) -> None:
+    def render(self, frame: int, tile: TileSpec, frame_size: tuple[int, int], out_path: Path,
+               farm_composites: bool = False, chunk: SampleChunk | None = None) -> None:
         scene = self.scene
         render = scene.render
         width, height = frame_size
@@ -58,7 +82,7 @@ class TileRenderer:
         render.border_min_x, render.border_min_y, render.border_max_x, render.border_max_y = (
             border_for_box(box, width, height))
         # Compositing a fragment is wrong (blur, glare, denoise see tile edges); the merger does it.
-        render.use_compositing = self._compositing and tiles_in_frame == 1
+        self._set_output(scene, farm_composites, chunk)
         scene.frame_set(frame)
         with atomic_path(out_path) as tmp:
             render.filepath = str(tmp)

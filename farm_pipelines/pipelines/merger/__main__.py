@@ -2,7 +2,9 @@
 
 For every frame in the splitter's manifests it stitches the tiles (float, by pixel
 offset) and encodes the frame once through Blender, into
-``/pfs/out/<job>/<frame:06d>.<ext>``. A frame with missing or wrong tiles is not
+``/pfs/out/<job>/<frame:06d>.<ext>``. A frame made of several pieces (tiles or
+sample chunks) is stitched pass by pass and composited, and denoised if the
+scene asks, once on the whole frame. A frame with missing or wrong tiles is not
 written; its error, naming the tiles, goes to ``/pfs/out/<job>/failed.json`` so
 the good frames of the job still land.
 """
@@ -33,16 +35,22 @@ def main() -> None:
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="farm-merge-") as scratch:
         for manifest in manifests:
+            pieces = tiles_dir / f"{manifest.frame:06d}"
+            linear = Path(scratch) / f"{manifest.frame:06d}.exr"
+            destination = out / f"{manifest.frame:06d}{encoder.extension}"
             try:
-                canvas = merge.stitch(manifest, tiles_dir / f"{manifest.frame:06d}")
+                if manifest.farm_composites:
+                    merge.write_layers(linear, merge.stitch_layers(manifest, pieces))
+                else:
+                    merge.write_exr(linear, merge.stitch(manifest, pieces))
             except merge.FrameIncomplete as error:
                 failures.append(str(error))
                 print(f"merger: {error}", flush=True)
                 continue
-            linear = Path(scratch) / f"{manifest.frame:06d}.exr"
-            merge.write_exr(linear, canvas)
-            encoder.encode(manifest.frame, linear, manifest.canvas_size,
-                           out / f"{manifest.frame:06d}{encoder.extension}")
+            if manifest.farm_composites:
+                encoder.composite(manifest.frame, linear, manifest.canvas_size, destination)
+            else:
+                encoder.encode(manifest.frame, linear, manifest.canvas_size, destination)
             print(f"merger: {job.name} frame {manifest.frame} merged", flush=True)
     if failures:
         write_text(out / "failed.json", json.dumps(failures, indent=1))

@@ -1,7 +1,7 @@
 """Renderer transform, with datum batching: one Blender per worker renders tile after tile.
 
-Each datum is the join of ``/pfs/blends/<job>`` and one ``/pfs/splitter/<job>/tiles/<tile>.json``;
-the tile goes to ``/pfs/out/<job>/<frame>/<index>.exr``.
+Each datum is the join of ``/pfs/blends/<job>`` and one ``/pfs/splitter/<job>/tiles/<piece>.json``;
+the piece (a tile, or one sample chunk of a tile) goes to ``/pfs/out/<job>/<frame>/<piece>.exr``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from farm_pipelines import pfs
 from farm_pipelines.blender import entry
 from farm_pipelines.blender.render_tile import TileRenderer
 from farm_pipelines.job import Job
-from farm_pipelines.manifest import TileSpec
+from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.pachyderm import run_batched
 
 
@@ -23,9 +23,10 @@ def render_datum(renderer: TileRenderer) -> None:
     renderer.load(job_dir / "scene.blend", job.saved_with)
     tile = TileSpec.from_json(datum)
     frame = int(datum["frame"])
-    out = pfs.output_dir() / job.name / f"{frame:06d}" / f"{tile.index:04d}.exr"
-    renderer.render(frame, tile, tuple(datum["frame_size"]), int(datum["tiles_in_frame"]), out)
-    print(f"renderer: {job.name} frame {frame} tile {tile.index} done", flush=True)
+    chunk = SampleChunk.from_json(datum["chunk"]) if datum.get("chunk") else None
+    out = pfs.output_dir() / job.name / f"{frame:06d}" / f"{datum['piece']}.exr"
+    renderer.render(frame, tile, tuple(datum["frame_size"]), out, bool(datum["farm_composites"]), chunk)
+    print(f"renderer: {job.name} frame {frame} piece {datum['piece']} done", flush=True)
 
 
 def main() -> None:

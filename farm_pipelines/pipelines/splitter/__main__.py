@@ -1,8 +1,9 @@
 """Splitter transform: ``/pfs/blends/<job>`` -> ``/pfs/out/<job>/tiles/*.json`` and ``frames/*/manifest.json``.
 
 Opens the job's blend (untrusted) only to read its active scene: frame size,
-render region and frame range. Each tile datum is a small JSON file, so the
-renderer's join hands every worker exactly one tile of exactly one job.
+render region, frame range and samples. Each piece datum (a tile, or one sample
+chunk of a tile) is a small JSON file, so the renderer's join hands every worker
+exactly one piece of exactly one job.
 """
 
 from __future__ import annotations
@@ -29,18 +30,25 @@ def main() -> None:
     size = session.frame_size(scene)
     region = session.render_region(scene)
     crop = scene.render.use_border and scene.render.use_crop_to_border
+    chunks = job.settings.sample_chunks
+    if chunks > 1 and scene.render.engine != "CYCLES":
+        raise BadInput(f"job {job.display_name!r}: --sample-chunks needs Cycles; "
+                       f"the scene renders with {scene.render.engine}")
+    samples = scene.cycles.samples if chunks > 1 else 0
 
     out = pfs.output_dir() / job.name
     total = 0
     for frame in frames:
-        manifest = plan_frame(frame, size, region, crop, job.settings)
+        manifest = plan_frame(frame, size, region, crop, job.settings, samples)
         write_text(out / "frames" / f"{frame:06d}" / "manifest.json", json.dumps(manifest.to_json()))
-        for tile in manifest.tiles:
-            datum = {"job": job.name, "frame": frame, "tiles_in_frame": len(manifest.tiles), **tile.to_json(),
-                     "frame_size": list(size)}
-            write_text(out / "tiles" / f"{manifest.tile_name(tile.index)}.json", json.dumps(datum))
-        total += len(manifest.tiles)
-    print(f"splitter: job {job.name}: {len(frames)} frame(s), {total} tile(s) of {job.settings.tile}", flush=True)
+        for tile, chunk in manifest.pieces():
+            piece = manifest.piece_name(tile, chunk)
+            datum = {"job": job.name, "frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
+                     **tile.to_json(), "chunk": chunk.to_json() if chunk else None, "frame_size": list(size)}
+            write_text(out / "tiles" / f"{frame:06d}_{piece}.json", json.dumps(datum))
+        total += len(manifest.pieces())
+    print(f"splitter: job {job.name}: {len(frames)} frame(s), {total} piece(s) of {job.settings.tile}"
+          f"{f', {chunks} sample chunks' if chunks > 1 else ''}", flush=True)
 
 
 if __name__ == "__main__":
