@@ -1,7 +1,8 @@
 """Blender-side helpers for the compositing tests and ``bench/composite.py``, run in their own process.
 
 ``python tests/compositing_scene.py edit IN.blend OUT.blend '{"glare_blur": true, "denoise": true}'``
-gives a scene a Glare -> Blur compositor and/or Cycles denoising (OpenImageDenoise).
+gives a scene a Glare -> Blur compositor and/or Cycles denoising (OpenImageDenoise);
+``"adaptive": false`` turns adaptive sampling off.
 
 ``python tests/compositing_scene.py naive IN.blend OUT_DIR '{"tile": [w, h], "frame": 1}'``
 renders the naive way: each tile on its own, with the scene's compositor and
@@ -34,6 +35,8 @@ def edit(scene: bpy.types.Scene, options: dict) -> None:
         tree.links.new(blur.outputs["Image"], tree.nodes.new("NodeGroupOutput").inputs[0])
         scene.compositing_node_group = tree
         scene.render.use_compositing = True
+    if "adaptive" in options:
+        scene.cycles.use_adaptive_sampling = options["adaptive"]
     if options.get("denoise"):
         scene.cycles.use_denoising = True
         scene.cycles.denoiser = "OPENIMAGEDENOISE"
