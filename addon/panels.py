@@ -51,6 +51,8 @@ def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: 
         sub = col.column(align=True)
         sub.prop(farm, "tile_width", text="Width")
         sub.prop(farm, "tile_height", text="Height")
+    elif farm.tile_size == "AUTO":
+        col.label(text="Tile size is chosen when the job is submitted", icon="INFO")
     col.prop(scene.render, "use_border", text="Render Region")
     sub = col.column()
     sub.active = scene.render.use_border

@@ -20,7 +20,7 @@ from bpy.types import PropertyGroup
 
 from . import images
 
-#: Tile presets: identifier -> edge in pixels (None: one tile per frame).
+#: Tile presets: identifier -> edge in pixels (None: one tile per frame); "AUTO" is chosen at submission.
 TILE_PRESETS: dict[str, int | None] = {
     "CPU_16": 16,
     "CPU_32": 32,
@@ -30,6 +30,7 @@ TILE_PRESETS: dict[str, int | None] = {
     "WHOLE": None,
 }
 TILE_PRESET_ITEMS = [
+    ("AUTO", "Auto", "Chosen when the job is submitted, from the frame size, frame count and number of workers"),
     ("CPU_16", "CPU 16 px", "16x16 pixel tiles; small tiles balance CPU workers well"),
     ("CPU_32", "CPU 32 px", "32x32 pixel tiles"),
     ("CPU_64", "CPU 64 px", "64x64 pixel tiles"),

@@ -73,7 +73,10 @@ def from_context(context: bpy.types.Context) -> Submission:
 def tile_size(farm: FarmSettings, default_tile: str) -> TileSize:
     if farm.tile_size == "CUSTOM":
         return TileSize(farm.tile_width, farm.tile_height)
-    edge = TILE_PRESETS[default_tile if farm.tile_size == "PREFERENCES" else farm.tile_size]
+    preset = default_tile if farm.tile_size == "PREFERENCES" else farm.tile_size
+    if preset == "AUTO":
+        return TileSize(auto=True)
+    edge = TILE_PRESETS[preset]
     return TileSize(edge, edge)
 
 

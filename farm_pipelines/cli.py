@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = commands.add_parser("render", help="render a .blend into numbered frames")
     r.add_argument("blend", type=Path, help="the scene to render")
     size = r.add_mutually_exclusive_group()
-    size.add_argument("--tile", default="64", help="tile size: N (square) or WxH; default 64")
+    size.add_argument("--tile", default="64",
+                      help="tile size: N (square), WxH, or auto (chosen from frame size, frame count and "
+                           "workers; FARM_TILE_OVERHEAD_S sets the per-tile cost it assumes); default 64")
     size.add_argument("--whole-frame", action="store_true", help="one tile per frame")
     r.add_argument("--frames", help="A-B or A (default: the scene's frame range)")
     r.add_argument("--step", type=_positive_int, default=1, help="render every Nth frame")

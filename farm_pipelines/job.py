@@ -17,16 +17,20 @@ FORMATS = {"png": "PNG", "exr": "OPEN_EXR"}
 
 @dataclass(frozen=True)
 class TileSize:
-    """``width x height`` in pixels, or ``None`` for whole frames."""
+    """``width x height`` in pixels, ``None`` for whole frames, or ``auto``: chosen at submission
+    (``farm_pipelines.tile_size``), so a job on the farm always has a concrete size."""
 
     width: int | None = None
     height: int | None = None
+    auto: bool = False
 
     @property
     def whole_frame(self) -> bool:
-        return self.width is None
+        return self.width is None and not self.auto
 
     def __str__(self) -> str:
+        if self.auto:
+            return "auto"
         return "whole frame" if self.whole_frame else f"{self.width}x{self.height}"
 
 
@@ -124,10 +128,12 @@ def check_job_name(name: str) -> str:
 
 
 def parse_tile(text: str) -> TileSize:
-    """``64`` -> 64x64, ``96x48`` -> 96x48; anything else is bad input."""
+    """``64`` -> 64x64, ``96x48`` -> 96x48, ``auto`` -> chosen later; anything else is bad input."""
+    if text.strip().lower() == "auto":
+        return TileSize(auto=True)
     parts = text.lower().split("x")
     if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise BadInput(f"tile size {text!r} is not a number: use --tile 64 or --tile 96x48")
+        raise BadInput(f"tile size {text!r} is not a number: use --tile 64, --tile 96x48 or --tile auto")
     sizes = [int(p) for p in parts]
     if min(sizes) <= 0:
         raise BadInput(f"tile size {text!r} must be greater than 0")

@@ -6,13 +6,16 @@ a background thread and turns ``FarmEvent``s into UI updates on the main thread.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,9 @@ from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.local_farm import LocalFarm, default_state_dir
+from farm_pipelines.pipelines import load_spec
+from farm_pipelines.tile_size import Costs, Shot, choose
+from farm_pipelines.tiles import Box
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,19 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
                                    log=lambda message: emit(FarmEvent("info", message)))
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
+    with _disk_full_is_failure(f"writing farm state in {state}"):
+        return _submit(blend, job, out_dir, state, backend, host, emit, cancel)
 
-    job, job_files, missing = prepare_job(blend, job, state / "prepared", host)
-    for path in missing:
+
+def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend, host: Host,
+            emit: Callable[[FarmEvent], None], cancel: threading.Event) -> list[Path]:
+    asked = job.settings.tile
+    job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend))
+    if asked.auto:
+        width, height = facts["frame_size"]
+        emit(FarmEvent("info", f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
+                               f"of {width}x{height} on {worker_count(backend)} worker(s)"))
+    for path in facts["missing"]:
         emit(FarmEvent("warning", f"missing file: {path} (the farm renders without it)"))
 
     frames: list[Path] = []
@@ -70,11 +86,31 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
         backend.run(job, job_files, lambda progress: emit(FarmEvent("progress", progress=progress)), cancel)
     finally:
         if not cancel.is_set():
-            errors = backend.fetch_frames(job, out_dir, on_frame)
+            with _disk_full_is_failure(f"writing frames to {out_dir}"):
+                errors = backend.fetch_frames(job, out_dir, on_frame)
     if errors:
         raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
     emit(FarmEvent("done", f"{len(frames)} frame(s) in {out_dir}"))
     return frames
+
+
+@contextmanager
+def _disk_full_is_failure(doing: str) -> Iterator[None]:
+    """A full disk is one clear line, not a traceback; atomic writes have already removed their temp files."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise FarmFailure(f"disk full while {doing}; free some space and run the same command again "
+                          "to resume") from None
+
+
+def worker_count(backend: Backend) -> int:
+    """Workers the renderer gets: the local farm's, or the parallelism the cluster's spec asks for."""
+    if isinstance(backend, LocalFarm):
+        return backend.workers
+    return int(load_spec("renderer").get("parallelism_spec", {}).get("constant", 1))
 
 
 def check_out_dir(out_dir: Path) -> Path:
@@ -95,8 +131,12 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host) -> tuple[Job, Path, list[str]]:
+def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int) -> tuple[Job, Path, dict]:
     """Check the scene and make its self-contained copy; keep the previous copy if nothing changed.
+
+    An ``auto`` tile size becomes a concrete one here, from the frame size and count
+    prepare reports and the farm's ``workers``, so job.json always names a size.
+    Returns the job, its folder and prepare's facts.
 
     Packing writes a new .blend each time (Blender's output is not byte-stable), so
     the copy is kept while the source, its external files and the settings are the
@@ -107,14 +147,23 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host) -> tuple
     with tempfile.TemporaryDirectory(dir=prepared_root, prefix=".staging-") as staging:
         fresh = Path(staging) / "scene.blend"
         facts = _run_prepare(blend, fresh, job.settings, host)
-        fingerprint = _fingerprint(blend, facts["dependencies"], job.settings)
-        job = Job(job.name, job.display_name, job.settings, fingerprint, tuple(facts["saved_with"]))
+        settings = _resolve_tile(job.settings, facts, workers)
+        fingerprint = _fingerprint(blend, facts["dependencies"], settings)
+        job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
         previous = folder / "job.json"
         if not (previous.exists() and (folder / "scene.blend").exists()
                 and Job.load(previous).source_fingerprint == fingerprint):
             os.replace(fresh, folder / "scene.blend")
             write_text(previous, json.dumps(job.to_json(), indent=1, ensure_ascii=False))
-    return job, folder, facts["missing"]
+    return job, folder, facts
+
+
+def _resolve_tile(settings: JobSettings, facts: dict, workers: int) -> JobSettings:
+    if not settings.tile.auto:
+        return settings
+    shot = Shot(tuple(facts["frame_size"]), Box.from_list(facts["region"]), len(facts["frames"]), settings.overscan,
+                settings.sample_chunks)
+    return dataclasses.replace(settings, tile=choose(shot, [1.0] * workers, Costs.from_env()))
 
 
 def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Host) -> dict:
