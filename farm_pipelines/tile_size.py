@@ -21,15 +21,15 @@ from farm_pipelines.errors import BadInput
 from farm_pipelines.job import TileSize
 from farm_pipelines.tiles import Box
 
-#: Seconds of fixed cost per tile, measured by ``bench/heterogeneous.py`` on the 2-core development
-#: machine (2026-11-28): the demo scene at 320x180, 64 samples, one Blender thread, tiles rendered
-#: one after another in one process with persistent data, writing the farm's float EXR. It leaves
-#: out the farm's datum hand-off (NextDatum, /pfs links, the commit), so the farm's real overhead
-#: is somewhat higher. ``FARM_TILE_OVERHEAD_S`` overrides it.
-DEFAULT_OVERHEAD_S = 0.043
-#: Seconds per pixel from the same run. Heavier scenes (more samples) cost more per pixel, which
-#: makes the overhead matter less; ``FARM_TILE_PIXEL_S`` overrides it.
-DEFAULT_PIXEL_S = 1.1e-4
+#: Seconds of fixed cost per tile (per datum) on the local farm, measured by ``bench/heterogeneous.py``
+#: on the 2-core development machine (2026-11-28, other benchmarks running alongside; best of 2):
+#: the slope of one-worker local-farm runs of the demo scene (320x180, 64 samples, one frame) over
+#: 1 to 240 tiles. Inside one Blender process a tile costs only 4.4 ms extra; the rest is the farm's
+#: datum hand-off (NextDatum, /pfs links, the commit). ``FARM_TILE_OVERHEAD_S`` overrides it.
+DEFAULT_OVERHEAD_S = 0.025
+#: Seconds per pixel, same run, one Blender thread (what a local worker gets on 2 cores). Heavier
+#: scenes cost more per pixel and make the overhead matter less; ``FARM_TILE_PIXEL_S`` overrides it.
+DEFAULT_PIXEL_S = 1.56e-4
 
 #: Square tile edges ``--tile auto`` chooses from (whole frames are a candidate too).
 CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
