@@ -100,7 +100,7 @@ EXTENSION_PLATFORMS = {
     "windows-x64": ["win_amd64"],
 }
 #: What the add-on imports that Blender does not bundle; their dependencies come along.
-EXTENSION_REQUIREMENTS = ["python-pachyderm", "opencv-python-headless"]
+EXTENSION_REQUIREMENTS = ["python-pachyderm", "opencv-python-headless", "OpenEXR"]
 #: Bundled with Blender (or Blender itself): never shipped, whatever pip resolves.
 BUNDLED_WITH_BLENDER = {"bpy", "numpy"}
 

@@ -14,6 +14,7 @@ REQUIRED = {
     "grpc": "grpcio",
     "google.protobuf": "protobuf",
     "cv2": "opencv-python-headless",
+    "OpenEXR": "OpenEXR",
     "numpy": "numpy",
 }
 

@@ -568,7 +568,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _tile_of(datum_key: str) -> str:
-    """``blends:/job|splitter:/job/tiles/000003_0007.json`` -> ``frame 3 tile 7``."""
+    """``.../tiles/000003_0007.json`` -> ``frame 3 tile 7``; ``000003_0007_01`` adds ``sample chunk 1``."""
     name = datum_key.rsplit("/", 1)[-1].removesuffix(".json")
-    frame, _, index = name.partition("_")
-    return f"frame {int(frame)} tile {int(index)}" if frame.lstrip("-").isdigit() and index.isdigit() else name
+    parts = name.split("_")
+    if not (2 <= len(parts) <= 3 and parts[0].lstrip("-").isdigit() and all(p.isdigit() for p in parts[1:])):
+        return name
+    described = f"frame {int(parts[0])} tile {int(parts[1])}"
+    return described + (f" sample chunk {int(parts[2])}" if len(parts) == 3 else "")
