@@ -35,6 +35,7 @@ class TileRenderer:
         if key != self._loaded:
             check_version(saved_with)
             self.scene = session.open_untrusted(blend)
+            self._frame: int | None = None
             self._configure(self.scene)
             self._loaded = key
         return self.scene
@@ -83,7 +84,9 @@ class TileRenderer:
             border_for_box(box, width, height))
         # Compositing a fragment is wrong (blur, glare, denoise see tile edges); the merger does it.
         self._set_output(scene, farm_composites, chunk)
-        scene.frame_set(frame)
+        if frame != self._frame:  # re-evaluating an unchanged frame costs more than a small tile
+            scene.frame_set(frame)
+            self._frame = frame
         with atomic_path(out_path) as tmp:
             render.filepath = str(tmp)
             bpy.ops.render.render(write_still=True, scene=scene.name)
