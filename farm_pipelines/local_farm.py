@@ -367,6 +367,7 @@ class _Slot:
         self.pfs = root / "pfs"
         self.scheduler, self.tracker = scheduler, tracker
         self.current: _Task | None = None
+        self._links: dict[Path, Path] = {}  # /pfs input links of the datum laid out last
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
         log_dir = farm.root / "logs" / pipeline / scope
@@ -374,10 +375,20 @@ class _Slot:
         self.log_path = log_dir / f"{root.parent.name}-{root.name}.log"
 
     def run(self) -> None:
-        if self.spec["transform"].get("datum_batching"):
-            self._run_batched()
-        else:
-            self._run_each()
+        try:
+            if self.spec["transform"].get("datum_batching"):
+                self._run_batched()
+            else:
+                self._run_each()
+        except OSError as error:  # the state disk is full or gone: settle everything, clearly
+            self._abandon(error)
+
+    def _abandon(self, error: OSError) -> None:
+        message = f"cannot write the farm's state ({error.strerror or error}); free some space and run again"
+        if self.current is not None:
+            task, self.current = self.current, None
+            self.scheduler.finish(task, message)
+        self.scheduler.fail_all(message)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -387,8 +398,20 @@ class _Slot:
     # -- per-datum setup, as a pipeline pod lays out /pfs ----------------------------------------
 
     def _prepare(self, task: _Task) -> dict[str, str]:
-        shutil.rmtree(self.pfs, ignore_errors=True)
-        (self.pfs / "out").mkdir(parents=True)
+        """Lay out /pfs for the datum; links shared with the previous datum (its blend) stay put."""
+        out = self.pfs / "out"
+        shutil.rmtree(out, ignore_errors=True)  # a failed datum's partial output
+        out.mkdir(parents=True)
+        links = {self.pfs / item.name / item.path.lstrip("/"): item.source(self.farm.repos).resolve()
+                 for item in task.datum.inputs}
+        for link, target in self._links.items():
+            if links.get(link) != target:
+                link.unlink(missing_ok=True)
+        for link, target in links.items():
+            if self._links.get(link) != target:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(target)
+        self._links = links
         env = {
             "PACH_JOB_ID": self.scope,
             "PACH_DATUM_ID": task.id,
@@ -396,10 +419,7 @@ class _Slot:
             "PACH_OUTPUT_COMMIT_ID": self.scope,
         }
         for item in task.datum.inputs:
-            link = self.pfs / item.name / item.path.lstrip("/")
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(item.source(self.farm.repos).resolve())
-            env[item.name] = str(link)
+            env[item.name] = str(self.pfs / item.name / item.path.lstrip("/"))
             env[f"{item.name}_COMMIT"] = self.scope
             if item.join_key:
                 env[f"PACH_DATUM_{item.name}_JOIN_ON"] = item.join_key
@@ -434,8 +454,11 @@ class _Slot:
             log.close()
 
     def _append_log(self, line: str) -> None:
-        with self.log_path.open("a", encoding="utf-8") as log:
-            log.write(line + "\n")
+        try:
+            with self.log_path.open("a", encoding="utf-8") as log:
+                log.write(line + "\n")
+        except OSError:
+            pass  # a lost log line must not take the worker down with it
 
     def _error_from_log(self, code: int) -> str:
         lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -482,6 +505,15 @@ class _Slot:
     def _next_datum(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
                     error: str) -> list[str] | None:
         """The Worker API's NextDatum: settle the datum just processed, lay out the next one."""
+        try:
+            return self._next_datum_env(no_more, took_any, released, error)
+        except OSError as failure:
+            self._abandon(failure)
+            no_more.set()
+            return None
+
+    def _next_datum_env(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
+                        error: str) -> list[str] | None:
         if self.current is not None:
             task, self.current = self.current, None
             self._finish(task, error or None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bpy
 
+from farm_pipelines import merge
 from farm_pipelines.atomic_files import atomic_path
 from farm_pipelines.blender import session
 from farm_pipelines.errors import FarmFailure
@@ -90,8 +91,10 @@ class TileRenderer:
         with atomic_path(out_path) as tmp:
             render.filepath = str(tmp)
             bpy.ops.render.render(write_still=True, scene=scene.name)
-            if not tmp.exists():
-                raise FarmFailure(f"Blender wrote no image for frame {frame} tile {tile.index}")
+            # Blender reports a failed write (a full disk) but can leave a short file behind.
+            if merge.read_layers(tmp) is None:
+                raise FarmFailure(f"Blender wrote no readable image for frame {frame} tile {tile.index} "
+                                  f"(is the disk full?)")
 
 
 def check_version(saved_with: tuple[int, ...]) -> None:
