@@ -120,7 +120,8 @@ def _apply(context: bpy.types.Context, state: FarmJobState, event) -> None:
         state.tiles_done, state.tiles_total = progress.tiles_done, progress.tiles_total
         state.frames_merged, state.frames_total = progress.frames_merged, progress.frames_total
         state.eta_seconds = -1.0 if progress.eta_seconds is None else progress.eta_seconds
-        state.message = "Rendering..."
+    elif event.kind == "info":  # e.g. the tile size "Auto" chose, or how many tiles are left to render
+        state.message = event.message
     elif event.kind == "frame" and event.path is not None:
         image = images.load_frame(Path(event.path))
         item = state.frames.add()

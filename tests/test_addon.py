@@ -288,3 +288,28 @@ def test_preferences_draw_every_setting(addon: ModuleType) -> None:
     drawn = {args[1] for name, args, _ in calls if name == "prop"}
     assert drawn == {"address", "token", "use_tls", "local_workers", "default_tile"}
     assert prefs.bl_rna.properties["token"].subtype == "PASSWORD"
+
+
+def test_auto_tile_size_is_chosen_and_shown(addon: ModuleType, scene: bpy.types.Scene,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = []
+    apply = addon.jobs._apply
+
+    def recording_apply(context, state, event):  # the real handler, with every message it sets noted
+        apply(context, state, event)
+        messages.append(state.message)
+
+    monkeypatch.setattr(addon.jobs, "_apply", recording_apply)
+    scene.render_farm.tile_size = "AUTO"
+    assert bpy.ops.farm.render_to_farm() == {"FINISHED"}
+    job = bpy.context.window_manager.render_farm_job
+    deadline = time.monotonic() + 300
+    while addon.jobs.timer() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    bpy.app.timers.unregister(addon.jobs.timer)
+
+    assert job.state == "FINISHED", job.message
+    assert any(m.startswith("tile size auto:") for m in messages), messages
+    assert job.tiles_total > 0 and job.frames_merged == 2
+    assert_frames_loaded(job, Path(scene.render_farm.output_folder), (64, 48))
