@@ -145,7 +145,8 @@ class LocalFarm:
 
     def __init__(self, state_dir: Path | None = None, workers: int | None = None, host: Host | None = None,
                  log: Callable[[str], None] | None = None) -> None:
-        self.root = Path(state_dir) if state_dir else default_state_dir()
+        # Absolute once, so /pfs links need no per-datum resolve() (each costs a syscall per path part).
+        self.root = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.repos = self.root / "repos"
         self.workers = max(1, workers or default_workers())
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -402,7 +403,7 @@ class _Slot:
         out = self.pfs / "out"
         shutil.rmtree(out, ignore_errors=True)  # a failed datum's partial output
         out.mkdir(parents=True)
-        links = {self.pfs / item.name / item.path.lstrip("/"): item.source(self.farm.repos).resolve()
+        links = {self.pfs / item.name / item.path.lstrip("/"): item.source(self.farm.repos)
                  for item in task.datum.inputs}
         for link, target in self._links.items():
             if links.get(link) != target:

@@ -32,7 +32,7 @@ class TileRenderer:
 
     def load(self, blend: Path, saved_with: tuple[int, ...] = ()) -> bpy.types.Scene:
         stat = blend.stat()
-        key = (str(blend.resolve()), stat.st_mtime_ns, stat.st_size)
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if key != self._loaded:
             check_version(saved_with)
             self.scene = session.open_untrusted(blend)
