@@ -44,7 +44,8 @@ from farm_pipelines.host import Host
 from farm_pipelines.job import Job
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
-_FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+_FILES = ".files.json"
+WORKER_NICENESS = 10  # inside a datum's output: sizes of what it wrote, to detect damage on resume
 
 
 def default_state_dir() -> Path:
@@ -449,10 +450,17 @@ class _Slot:
         argv, extra = self.farm.host.transform_argv(self.spec["transform"]["cmd"])
         log = self.log_path.open("ab")
         try:
-            return subprocess.Popen(argv, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(argv, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
         finally:
             log.close()
+        # Workers yield the CPU to the farm (whose datum hand-offs they wait on) and to the user's own
+        # Blender; render threads, started later, inherit this niceness.
+        try:
+            os.setpriority(os.PRIO_PROCESS, process.pid, WORKER_NICENESS)
+        except ProcessLookupError:
+            pass  # it already exited; its slot will notice
+        return process
 
     def _append_log(self, line: str) -> None:
         try:
