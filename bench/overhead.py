@@ -1,6 +1,6 @@
 """What tiling costs: the demo scene rendered four ways, timed in the same run.
 
-    .venv/bin/python bench/overhead.py [--size 480x270] [--samples 64] [--frames 3]
+    .venv/bin/python bench/overhead.py [--size 640x360] [--samples 128] [--frames 2]
 
 (a) plain Blender, one process, whole frames; (b) the local farm, 64 px tiles;
 (c) the local farm, 16 px tiles; (d) the original article's way, a new Blender
@@ -77,9 +77,9 @@ def run(argv: list[str], env: dict | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", default="480x270")
-    parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=3)
+    parser.add_argument("--size", default="640x360")
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--frames", type=int, default=2)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     py = sys.executable
