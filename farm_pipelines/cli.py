@@ -7,11 +7,11 @@ Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
+from farm_pipelines import cluster_commands
 from farm_pipelines.backend import Progress
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import FORMATS, JobSettings, TileSize, parse_frames, parse_tile
@@ -20,11 +20,12 @@ from farm_pipelines.submission import FarmEvent, render
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        raise BadInput(f"{message} (see 'farm {self.prog.split()[-1]} --help')")
+        raise BadInput(f"{message} (see '{self.prog} --help')")
 
 
 def _positive_int(text: str) -> int:
-    if not text.strip().lstrip("-").isdigit() or int(text) <= 0:
+    digits = text.strip().lstrip("-")
+    if not (digits.isascii() and digits.isdigit()) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number above 0")
     return int(text)
 
@@ -52,12 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(token from FARM_PACHD_TOKEN)")
     r.add_argument("--state-dir", type=Path, help="local farm state (default: FARM_STATE_DIR or ~/.cache)")
     r.set_defaults(func=_render)
-    try:
-        from farm_pipelines import cluster_commands
-    except ImportError:  # the cluster commands ship with the Pachyderm backend
-        cluster_commands = None
-    if cluster_commands is not None:
-        cluster_commands.add_commands(commands)
+    cluster_commands.add_commands(commands)
     return parser
 
 
@@ -72,11 +68,7 @@ def settings_from(args: argparse.Namespace) -> JobSettings:
 
 def _render(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    backend = None
-    if args.pachd:
-        from farm_pipelines.pachyderm import PachydermBackend
-
-        backend = PachydermBackend(args.pachd, token=os.environ.get("FARM_PACHD_TOKEN"))
+    backend = cluster_commands.backend_from_args(args) if args.pachd else None
     bar = _ProgressBar()
     frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
                     on_event=bar.event, state_dir=args.state_dir)
@@ -145,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("farm: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as error:  # the machine, not the input: a full or read-only disk, a missing binary
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"farm: failed: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``farm deploy``, ``farm jobs`` and ``farm clean``: the commands that only make sense with a Pachyderm cluster.
 
-Each command finds pachd from ``--pachd`` (here or on the main parser), the token from
-``FARM_PACHD_TOKEN``, and otherwise from the user's pachctl config. Failures print one
-``error:`` line and exit 2, as ``farm render`` does.
+Each command finds pachd from ``--pachd``, the token from ``FARM_PACHD_TOKEN``, and
+otherwise from the user's pachctl config. Errors are raised as ``BadInput`` or
+``FarmFailure``; ``farm``'s main turns them into one line and exit code 2 or 1.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from collections.abc import Callable
 
-from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.errors import BadInput
 from farm_pipelines.pachyderm import PachydermBackend, deploy_specs
 
 
@@ -30,38 +28,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--renderer-node", metavar="LABEL=VALUE", action="append", default=[],
                         help="node selector for renderers only, e.g. render-farm/spot=true (repeatable)")
     _add_pachd(deploy)
-    deploy.set_defaults(func=_guarded(deploy_command))
+    deploy.set_defaults(func=deploy_command)
 
     jobs = subparsers.add_parser("jobs", help="list the jobs on the Pachyderm cluster")
     _add_pachd(jobs)
-    jobs.set_defaults(func=_guarded(jobs_command))
+    jobs.set_defaults(func=jobs_command)
 
     clean = subparsers.add_parser("clean", help="remove a job's files from the Pachyderm repos")
     clean.add_argument("job", metavar="JOB", help="the job name, as `farm jobs` shows it")
     _add_pachd(clean)
-    clean.set_defaults(func=_guarded(clean_command))
+    clean.set_defaults(func=clean_command)
 
 
 def _add_pachd(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: when absent here, a --pachd given to the main parser is kept.
-    parser.add_argument("--pachd", default=argparse.SUPPRESS, metavar="grpc://HOST:PORT",
+    parser.add_argument("--pachd", metavar="grpc://HOST:PORT",
                         help="pachd address (default: the pachctl config); token from FARM_PACHD_TOKEN")
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (BadInput, FarmFailure) as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            return 2
-
-    return run
 
 
 def backend_from_args(args: argparse.Namespace) -> PachydermBackend:
     """The backend for ``--pachd`` and ``FARM_PACHD_TOKEN``; shared with ``farm render --pachd``."""
-    return PachydermBackend(getattr(args, "pachd", None), token=os.environ.get("FARM_PACHD_TOKEN") or None)
+    return PachydermBackend(args.pachd, token=os.environ.get("FARM_PACHD_TOKEN") or None)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

@@ -132,7 +132,7 @@ def parse_tile(text: str) -> TileSize:
     if text.strip().lower() == "auto":
         return TileSize(auto=True)
     parts = text.lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+    if len(parts) not in (1, 2) or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
         raise BadInput(f"tile size {text!r} is not a number: use --tile 64, --tile 96x48 or --tile auto")
     sizes = [int(p) for p in parts]
     if min(sizes) <= 0:

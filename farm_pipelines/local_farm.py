@@ -20,7 +20,7 @@ per worker, fed through the same Worker API (``NextDatum``) that pachd serves.
 from __future__ import annotations
 
 import collections
-import fcntl
+import errno
 import functools
 import hashlib
 import json
@@ -30,8 +30,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +43,8 @@ from farm_pipelines.host import Host
 from farm_pipelines.job import Job
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
-_FILES = ".files.json"
-WORKER_NICENESS = 10  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+_FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+WORKER_NICENESS = 10
 
 
 def default_state_dir() -> Path:
@@ -125,6 +124,13 @@ class _Scheduler:
             self._cond.notify_all()
             return settled
 
+    def requeue(self, task: _Task) -> None:
+        """Give back a task that was taken but never started; it is not an attempt."""
+        with self._cond:
+            self._in_flight -= 1
+            self._queue.appendleft(task)
+            self._cond.notify_all()
+
     def fail_all(self, error: str) -> None:
         with self._cond:
             while self._queue:
@@ -160,23 +166,22 @@ class LocalFarm:
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:
+        """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does)."""
         tracker = _ProgressTracker(on_progress)
-        with self.job_lock(job.name):
-            self._put_job(job, Path(job_files))
-            # Renderer workers start Blender while the splitter runs, then wait on NextDatum.
-            warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
-            try:
-                for name in PIPELINES:
-                    report = self.run_pipeline(name, job.name, tracker, cancel, warm.pop(name, None))
-                    if name == "splitter":
-                        if report.failed:
-                            raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
-                        tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
-            finally:
-                for pool in warm.values():
-                    pool.stop()
-            merged = self._merged_frames(job.name)
-            tracker.done(len(merged))
+        self._put_job(job, Path(job_files))
+        # Renderer workers start Blender while the splitter runs, then wait on NextDatum.
+        warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
+        try:
+            for name in PIPELINES:
+                report = self.run_pipeline(name, job.name, tracker, cancel, warm.get(name))
+                if name == "splitter":
+                    if report.failed:
+                        raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
+                    tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+        finally:
+            for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
+                pool.stop()
+        tracker.done(len(self._merged_frames(job.name)))
         failed_tiles = self.reports["renderer"].failed
         if failed_tiles:
             first = sorted(failed_tiles.items())[0]
@@ -195,22 +200,6 @@ class LocalFarm:
         return json.loads(failed.read_text(encoding="utf-8")) if failed.exists() else []
 
     # -- jobs and repos --------------------------------------------------------------------------
-
-    @contextmanager
-    def job_lock(self, job_name: str) -> Iterator[None]:
-        """One run per job at a time; a second run of the same job waits, then resumes."""
-        path = self.root / "locks" / f"{job_name}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self.log(f"another run of job {job_name} is in progress; waiting for it")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def job_files(self, job_name: str) -> Path:
         return self.repos / "blends" / job_name
@@ -369,6 +358,10 @@ class _Slot:
         self.pfs = root / "pfs"
         self.scheduler, self.tracker = scheduler, tracker
         self.current: _Task | None = None
+        # ``current`` is shared by the NextDatum handler and this slot's thread; a handler that
+        # belongs to a process that has since died (an older generation) must not touch it.
+        self._lock = threading.Lock()
+        self._generation = 0
         self._links: dict[Path, Path] = {}  # /pfs input links of the datum laid out last
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
@@ -386,9 +379,13 @@ class _Slot:
             self._abandon(error)
 
     def _abandon(self, error: OSError) -> None:
-        message = f"cannot write the farm's state ({error.strerror or error}); free some space and run again"
-        if self.current is not None:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            message = f"cannot write the farm's state ({error.strerror}); free some space and run again"
+        else:
+            message = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+        with self._lock:
             task, self.current = self.current, None
+        if task is not None:
             self.scheduler.finish(task, message)
         self.scheduler.fail_all(message)
 
@@ -493,7 +490,8 @@ class _Slot:
         while not self.scheduler.drained() and not self._stopping.is_set():
             no_more, took_any, released = threading.Event(), threading.Event(), threading.Event()
 
-            server, port = pachyderm.serve_worker_api(functools.partial(self._next_datum, no_more, took_any, released))
+            handler = functools.partial(self._next_datum, no_more, took_any, released, self._generation)
+            server, port = pachyderm.serve_worker_api(handler)
             try:
                 self.process = self._start({**self._base_env(), "PPS_WORKER_GRPC_PORT": str(port)})
                 while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
@@ -512,37 +510,46 @@ class _Slot:
                 server.stop(None)
 
     def _next_datum(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
-                    error: str) -> list[str] | None:
+                    generation: int, error: str) -> list[str] | None:
         """The Worker API's NextDatum: settle the datum just processed, lay out the next one."""
         try:
-            return self._next_datum_env(no_more, took_any, released, error)
+            return self._next_datum_env(no_more, took_any, released, generation, error)
         except OSError as failure:
             self._abandon(failure)
             no_more.set()
             return None
 
     def _next_datum_env(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
-                        error: str) -> list[str] | None:
-        if self.current is not None:
+                        generation: int, error: str) -> list[str] | None:
+        with self._lock:
+            if generation != self._generation:
+                return None  # this process died; its datum was already settled
             task, self.current = self.current, None
+        if task is not None:
             self._finish(task, error or None)
         task = self.scheduler.take()
         if task is None:  # like pachd, leave the call hanging until the process is stopped
             no_more.set()
             released.wait(60)
             return None
-        self.current = task
-        took_any.set()
-        env = self._prepare(task)
-        (self.pfs / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
+        with self._lock:
+            if generation != self._generation:  # the process died while we waited for work
+                self.scheduler.requeue(task)
+                return None
+            self.current = task
+            took_any.set()
+            env = self._prepare(task)
+            (self.pfs / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()), encoding="utf-8")
         return [f"{k}={v}" for k, v in env.items()]
 
     def _worker_died(self, took_any: bool, failed_starts: int) -> int:
         """A worker process died (crash, OOM, kill -9): requeue its datum elsewhere and restart."""
         code = self.process.returncode
         self._append_log(f"worker process exited unexpectedly with code {code}; starting a new one")
-        if self.current is not None:
+        with self._lock:  # waits for a handler still laying out a datum for the dead process
+            self._generation += 1
             task, self.current = self.current, None
+        if task is not None:
             self._finish(task, f"worker process died ({self._error_from_log(code)})")
             return 0
         failed_starts = 0 if took_any else failed_starts + 1

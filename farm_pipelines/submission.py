@@ -6,6 +6,7 @@ a background thread and turns ``FarmEvent``s into UI updates on the main thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -25,6 +26,7 @@ from farm_pipelines.blend_file import check_blend_path
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
+from farm_pipelines.job_lock import job_lock
 from farm_pipelines.local_farm import LocalFarm, default_state_dir
 from farm_pipelines.pipelines import load_spec
 from farm_pipelines.tile_size import Costs, Shot, choose
@@ -60,7 +62,9 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
                                    log=lambda message: emit(FarmEvent("info", message)))
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
-    with _disk_full_is_failure(f"writing farm state in {state}"):
+    _check_state_dir(state)
+    with _disk_full_is_failure(f"writing farm state in {state}"), \
+            job_lock(state, job.name, lambda message: emit(FarmEvent("info", message))):
         return _submit(blend, job, out_dir, state, backend, host, emit, cancel)
 
 
@@ -76,7 +80,6 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         emit(FarmEvent("warning", f"missing file: {path} (the farm renders without it)"))
 
     frames: list[Path] = []
-    errors: list[str] = []
 
     def on_frame(frame: int, path: Path) -> None:
         frames.append(path)
@@ -84,10 +87,13 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
 
     try:
         backend.run(job, job_files, lambda progress: emit(FarmEvent("progress", progress=progress)), cancel)
-    finally:
-        if not cancel.is_set():
-            with _disk_full_is_failure(f"writing frames to {out_dir}"):
-                errors = backend.fetch_frames(job, out_dir, on_frame)
+    except FarmFailure:
+        if not cancel.is_set():  # keep the frames that did finish, then report what failed
+            with contextlib.suppress(FarmFailure, OSError):  # the run's error says more than the fetch's
+                backend.fetch_frames(job, out_dir, on_frame)
+        raise
+    with _disk_full_is_failure(f"writing frames to {out_dir}"):
+        errors = backend.fetch_frames(job, out_dir, on_frame)
     if errors:
         raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
     emit(FarmEvent("done", f"{len(frames)} frame(s) in {out_dir}"))
@@ -111,6 +117,17 @@ def worker_count(backend: Backend) -> int:
     if isinstance(backend, LocalFarm):
         return backend.workers
     return int(load_spec("renderer").get("parallelism_spec", {}).get("constant", 1))
+
+
+def _check_state_dir(state: Path) -> None:
+    """The farm's state must be creatable: a bad --state-dir is bad input, not a traceback."""
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=state, prefix=".farm-probe-"):
+            pass
+    except OSError as error:
+        raise BadInput(f"{state}: the farm's state directory cannot be used ({error.strerror}); "
+                       f"choose another --state-dir or FARM_STATE_DIR") from None
 
 
 def check_out_dir(out_dir: Path) -> Path:
@@ -173,9 +190,11 @@ def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Ho
     done = subprocess.run(argv, env={**os.environ, **extra}, capture_output=True, text=True)
     if done.returncode == 2:
         raise BadInput(_last_error(done.stderr) or f"{blend}: cannot be prepared")
-    if done.returncode != 0 or not result.exists():
-        detail = _last_error(done.stderr) or f"Blender exited with code {done.returncode}"
+    detail = _last_error(done.stderr) or f"Blender exited with code {done.returncode}"
+    if done.returncode < 0:  # Blender crashed reading someone else's file
         raise BadInput(f"{blend}: Blender could not open it ({detail}); the file may be corrupt")
+    if done.returncode != 0 or not result.exists():
+        raise FarmFailure(f"{blend}: preparing the scene failed ({detail})")
     return json.loads(result.read_text(encoding="utf-8"))
 
 

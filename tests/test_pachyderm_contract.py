@@ -10,7 +10,6 @@ job scheduling, datum hashing); docs/cluster.md is how to try the real thing.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.server
 import json
@@ -27,7 +26,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 from python_pachyderm.proto.v2.pps import pps_pb2, pps_pb2_grpc
 
-from farm_pipelines import cluster_commands
+from farm_pipelines import cli
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, JobSettings
 from farm_pipelines.pachyderm import (
@@ -511,10 +510,7 @@ def test_pachctl_config_is_used_when_no_address(pachd, tmp_path, monkeypatch):
 
 
 def farm_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="farm")
-    cluster_commands.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return cli.main(argv)
 
 
 def test_deploy_command_applies_and_reports_errors_in_one_line(pachd, monkeypatch, capsys):
@@ -523,6 +519,6 @@ def test_deploy_command_applies_and_reports_errors_in_one_line(pachd, monkeypatc
     assert capsys.readouterr().out.splitlines()[-1] == "created pipeline merger"
     assert pachd.pipelines["renderer"].transform.image == "farm-worker:3"
 
-    assert farm_command(["jobs", "--pachd", f"grpc://127.0.0.1:{free_port()}"]) == 2
+    assert farm_command(["jobs", "--pachd", f"grpc://127.0.0.1:{free_port()}"]) == 1  # the farm, not the input
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot reach pachd") and err.count("\n") == 1
+    assert err.startswith("farm: failed: cannot reach pachd") and err.count("\n") == 1
