@@ -69,7 +69,6 @@ def test() -> int:
 def extension() -> int:
     """Build dist/pachyderm_farm-<version>.zip: manifest and add-on at the top, farm code, wheels."""
     import tomllib
-    import zipfile
 
     manifest = (ROOT / "blender_manifest.toml").read_text(encoding="utf-8")
     version = tomllib.loads(manifest)["version"]
@@ -78,7 +77,19 @@ def extension() -> int:
     archive = ROOT / "dist" / f"pachyderm_farm-{version}.zip"
     archive.parent.mkdir(exist_ok=True)
     partial = archive.with_suffix(".zip.partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as bundle:
+    try:
+        _write_extension(partial, manifest, wheels)
+        os.replace(partial, archive)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{archive.relative_to(ROOT)}: {archive.stat().st_size / 1e6:.1f} MB, {len(wheels)} wheels")
+    return 0
+
+
+def _write_extension(path: Path, manifest: str, wheels: dict[str, Path]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
         bundle.writestr("blender_manifest.toml", _manifest_for_zip(manifest, sorted(wheels)))
         for source in _python_files(ROOT / "addon"):
             bundle.write(source, source.relative_to(ROOT / "addon").as_posix())
@@ -87,9 +98,6 @@ def extension() -> int:
         for name, wheel in sorted(wheels.items()):
             # Wheels are zips already; storing them saves minutes of pointless recompression.
             bundle.write(wheel, f"wheels/{name}", compress_type=zipfile.ZIP_STORED)
-    os.replace(partial, archive)
-    print(f"{archive.relative_to(ROOT)}: {archive.stat().st_size / 1e6:.1f} MB, {len(wheels)} wheels")
-    return 0
 
 
 #: Blender platform -> pip ``--platform`` tags whose wheels run there (pip does not widen manylinux).
@@ -119,6 +127,8 @@ def _platform_wheels(platform: str) -> list[Path]:
     if not (stamp.exists() and stamp.read_text() == key):
         print(f"downloading wheels for {platform} ...", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.whl"):  # a version bump must not ship old and new side by side
+            stale.unlink()
         (folder / "constraints.txt").write_text(constraints)
         subprocess.run([str(PYTHON), "-m", "pip", *argv], cwd=folder, check=True)
         stamp.write_text(key)

@@ -108,7 +108,13 @@ def drain(context: bpy.types.Context) -> bool:
             _finish(state, event)
             _active = None
             break
-        _apply(context, state, event)
+        try:
+            _apply(context, state, event)
+        except Exception as error:  # e.g. a frame Blender cannot load: fail the job, never wedge the button
+            job.cancel.set()
+            _finish(state, Finished(f"{type(error).__name__}: {error}", cancelled=False))
+            _active = None
+            break
     _redraw_panel(context)
     return _active is job
 
