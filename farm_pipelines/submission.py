@@ -78,6 +78,9 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
                                f"of {width}x{height} on {worker_count(backend)} worker(s)"))
     for path in facts["missing"]:
         emit(FarmEvent("warning", f"missing file: {path} (the farm renders without it)"))
+    for path in facts["unpacked"]:
+        emit(FarmEvent("warning", f"not packed into the job: {path} (this machine reads it in place; "
+                                  "a cluster's workers will not have it)"))
 
     frames: list[Path] = []
 

@@ -47,12 +47,15 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[list, str]]:
         "out is a file": ([good, "--out", a_file], "not a directory"),
         "out under a file": ([good, "--out", a_file / "frames"], "is a file"),
         "zero workers": ([good, "--workers", "0", "--out", out], "above 0"),
+        "sample chunks without cycles": ([SHARED_SCENES / "gltf" / "04_lights.blend", "--sample-chunks", "2",
+                                          "--out", out], "needs Cycles"),
     }
 
 
 CASES = ["missing file", "not a blend", "lfs pointer", "shared not-a-blend", "truncated", "corrupt", "no camera",
          "shared scene without camera", "empty frame range", "frames outside nothing", "zero tile",
-         "negative tile", "text tile", "unwritable out", "out is a file", "out under a file", "zero workers"]
+         "negative tile", "text tile", "unwritable out", "out is a file", "out under a file", "zero workers",
+         "sample chunks without cycles"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -26,18 +26,22 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     frames = settings.frames.frames(scene.frame_start, scene.frame_end)
     if not frames:
         raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
+    if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":
+        raise BadInput(f"{source}: --sample-chunks needs Cycles; scene {scene.name!r} renders with "
+                       f"{scene.render.engine}")
     found, missing = session.external_files()
     if missing and settings.strict:
         raise BadInput(f"{source}: missing files: {', '.join(missing)} (drop --strict to render without them)")
     pack_found_files()
+    unpacked, _ = session.external_files()  # sequences, movies, caches, libraries beside a missing one
     with atomic_path(destination) as tmp:
         bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
     return {
-        "scene": scene.name,
         "frames": frames,
         "frame_size": list(session.frame_size(scene)),
         "region": session.render_region(scene).as_list(),
         "missing": missing,
+        "unpacked": unpacked,
         "dependencies": found,
         "saved_with": session.saved_with_version(),
     }
