@@ -41,6 +41,7 @@ from farm_pipelines.datums import Datum, datum_id, enumerate_datums
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
+from farm_pipelines.manifest import describe_piece
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 _FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
@@ -66,17 +67,6 @@ class _Task:
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StageReport:
-    """What one pipeline run did; ``failed`` maps a datum's input paths to its last error."""
-
-    pipeline: str
-    total: int
-    skipped: int
-    processed: int
-    failed: dict[str, str]
-
-
 class _Scheduler:
     """Hands out tasks one at a time; failed tasks go to the back of the queue until tries run out."""
 
@@ -87,7 +77,6 @@ class _Scheduler:
         self._in_flight = 0
         self._cond = threading.Condition()
         self.cancelled = False
-        self.processed = 0
         self.failed: dict[str, str] = {}
 
     def feed(self, tasks: list[_Task]) -> None:
@@ -111,9 +100,7 @@ class _Scheduler:
         with self._cond:
             self._in_flight -= 1
             settled = True
-            if error is None:
-                self.processed += 1
-            else:
+            if error is not None:
                 task.attempts += 1
                 task.errors.append(error)
                 if task.attempts < self._tries:
@@ -159,7 +146,6 @@ class LocalFarm:
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.host = host or Host()
         self.log = log or (lambda message: None)
-        self.reports: dict[str, StageReport] = {}
         self._hashes: dict[tuple[str, int, int], str] = {}
 
     # -- Backend ---------------------------------------------------------------------------------
@@ -172,23 +158,24 @@ class LocalFarm:
         # Renderer workers start Blender while the splitter runs, then wait on NextDatum.
         warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
         try:
+            failed: dict[str, dict[str, str]] = {}
             for name in PIPELINES:
-                report = self.run_pipeline(name, job.name, tracker, cancel, warm.get(name))
+                failed[name] = self.run_pipeline(name, job.name, tracker, cancel, warm.get(name))
                 if name == "splitter":
-                    if report.failed:
-                        raise FarmFailure(f"splitting failed: {next(iter(report.failed.values()))}")
+                    if failed[name]:
+                        raise FarmFailure(f"splitting failed: {next(iter(failed[name].values()))}")
                     tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
         finally:
             for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
                 pool.stop()
         tracker.done(len(self._merged_frames(job.name)))
-        failed_tiles = self.reports["renderer"].failed
+        failed_tiles = failed["renderer"]
         if failed_tiles:
             first = sorted(failed_tiles.items())[0]
             raise FarmFailure(f"{len(failed_tiles)} tile(s) failed after retries; first: "
                               f"{_tile_of(first[0])}: {first[1]}")
-        if self.reports["merger"].failed:
-            raise FarmFailure(f"merging failed: {next(iter(self.reports['merger'].failed.values()))}")
+        if failed["merger"]:
+            raise FarmFailure(f"merging failed: {next(iter(failed['merger'].values()))}")
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
         out_dir = Path(out_dir)
@@ -227,10 +214,11 @@ class LocalFarm:
     # -- pipelines -------------------------------------------------------------------------------
 
     def run_pipeline(self, name: str, scope: str, tracker: _ProgressTracker | None = None,
-                     cancel: threading.Event | None = None, pool: _WorkerPool | None = None) -> StageReport:
+                     cancel: threading.Event | None = None, pool: _WorkerPool | None = None) -> dict[str, str]:
         """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job.
 
-        ``pool`` holds workers started ahead of time; without one they start now.
+        ``pool`` holds workers started ahead of time; without one they start now. Returns the
+        datums that failed after all their tries: input paths -> last error.
         """
         tracker = tracker or _ProgressTracker(lambda progress: None)
         cancel = cancel or threading.Event()
@@ -251,9 +239,7 @@ class LocalFarm:
             raise FarmFailure("cancelled")
         done_ids = [t.id for t in tasks if self._is_done(name, t.id)]
         self._publish(name, scope, done_ids)
-        report = StageReport(name, len(tasks), len(tasks) - len(pending), scheduler.processed, scheduler.failed)
-        self.reports[name] = report
-        return report
+        return scheduler.failed
 
     # -- datum store -----------------------------------------------------------------------------
 
@@ -616,10 +602,6 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _tile_of(datum_key: str) -> str:
-    """``.../tiles/000003_0007.json`` -> ``frame 3 tile 7``; ``000003_0007_01`` adds ``sample chunk 1``."""
+    """``blends:/job|splitter:/job/tiles/000003_0007.json`` -> ``frame 3 tile 7``."""
     name = datum_key.rsplit("/", 1)[-1].removesuffix(".json")
-    parts = name.split("_")
-    if not (2 <= len(parts) <= 3 and parts[0].lstrip("-").isdigit() and all(p.isdigit() for p in parts[1:])):
-        return name
-    described = f"frame {int(parts[0])} tile {int(parts[1])}"
-    return described + (f" sample chunk {int(parts[2])}" if len(parts) == 3 else "")
+    return describe_piece(name) or name

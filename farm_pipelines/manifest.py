@@ -102,6 +102,15 @@ class FrameManifest:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+def describe_piece(name: str) -> str | None:
+    """``000003_0007`` -> ``frame 3 tile 7``; ``000003_0007_01`` adds ``sample chunk 1``; None if not a piece."""
+    parts = name.split("_")
+    if not (2 <= len(parts) <= 3 and parts[0].lstrip("-").isdigit() and all(p.isdigit() for p in parts[1:])):
+        return None
+    described = f"frame {int(parts[0])} tile {int(parts[1])}"
+    return described + (f" sample chunk {int(parts[2])}" if len(parts) == 3 else "")
+
+
 def plan_frame(frame: int, frame_size: tuple[int, int], region: Box, crop: bool,
                settings: JobSettings, samples: int = 0) -> FrameManifest:
     """Cut one frame's region into the job's tiles (one tile for whole frames), and each

@@ -53,7 +53,7 @@ def stitch(manifest: FrameManifest, tile_dir: Path) -> np.ndarray:
     """The frame's canvas, assembled from ``tile_dir/<index>.exr``; areas outside the region stay 0."""
 
     def load(tile: TileSpec) -> tuple[dict[str, np.ndarray] | None, str]:
-        pixels = read_exr(Path(tile_dir) / f"{tile.index:04d}.exr")
+        pixels = read_exr(Path(tile_dir) / f"{manifest.piece_name(tile, None)}.exr")
         return (None, "missing or unreadable") if pixels is None else ({"RGBA": pixels}, "")
 
     return _assemble(manifest, load)["RGBA"]

@@ -38,6 +38,7 @@ from farm_pipelines import pfs
 from farm_pipelines.backend import Progress
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
+from farm_pipelines.manifest import describe_piece
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 T = TypeVar("T")
@@ -97,7 +98,7 @@ DEFAULT_PORT = 30650
 _DOWNLOAD_ATTEMPTS = 5
 _TRANSFER_ERRORS = (grpc.RpcError, ConnectionError, requests.RequestException, urllib3.exceptions.HTTPError)
 _TERMINAL = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED, pps_pb2.JOB_UNRUNNABLE}
-_TILE_PATH = re.compile(r"^/?([^/]+)/tiles/(-?\d+)_(\d+)\.json$")
+_TILE_PATH = re.compile(r"^/?([^/]+)/tiles/([^/]+)\.json$")
 _FRAME_FILE = re.compile(r"^(-?\d+)\.[A-Za-z0-9]+$")
 
 
@@ -572,8 +573,8 @@ def _datum_subject(pipeline: str, paths: list[str]) -> tuple[str, str]:
     """(job, what) of a datum from its input paths: a tile for the renderer, the stage otherwise."""
     for path in paths:
         match = _TILE_PATH.match(path)
-        if match:
-            return match.group(1), f"frame {int(match.group(2))} tile {int(match.group(3))}"
+        if match and describe_piece(match.group(2)):
+            return match.group(1), describe_piece(match.group(2))
     job = next((p.strip("/").split("/")[0] for p in paths if p.strip("/")), "?")
     return job, {"splitter": "splitting", "merger": "merging"}.get(pipeline, pipeline)
 

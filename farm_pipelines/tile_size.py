@@ -16,9 +16,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from farm_pipelines import tiles
 from farm_pipelines.errors import BadInput
-from farm_pipelines.job import TileSize
+from farm_pipelines.job import JobSettings, TileSize
+from farm_pipelines.manifest import plan_frame
 from farm_pipelines.tiles import Box
 
 #: Seconds of fixed cost per tile (per datum) on the local farm, measured by ``bench/heterogeneous.py``
@@ -82,12 +82,8 @@ class Shot:
 
     def datum_pixels(self, tile: TileSize) -> list[float]:
         """Full-sample pixels' worth of work per datum of one frame, in the splitter's order."""
-        if tile.whole_frame:
-            boxes = [self.region]
-        else:
-            limit = Box(0, 0, *self.frame_size)
-            boxes = tiles.split(self.region, tile.width, tile.height)
-            boxes = [box.grown(self.overscan, limit) for box in boxes] if len(boxes) > 1 else boxes
+        plan = plan_frame(0, self.frame_size, self.region, False, JobSettings(tile=tile, overscan=self.overscan))
+        boxes = [spec.render_box for spec in plan.tiles]
         return [box.width * box.height / self.chunks for box in boxes for _ in range(self.chunks)]
 
 

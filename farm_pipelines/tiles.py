@@ -6,7 +6,6 @@ and a box is half-open ``[x0, x1) x [y0, y1)``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -92,6 +91,3 @@ def _boxes(region: Box, tile_width: int, tile_height: int) -> Iterator[Box]:
         for x0 in range(region.x0, region.x1, tile_width):
             yield Box(x0, y0, min(x0 + tile_width, region.x1), min(y0 + tile_height, region.y1))
 
-
-def tile_count(region: Box, tile_width: int, tile_height: int) -> int:
-    return math.ceil(region.width / tile_width) * math.ceil(region.height / tile_height)

@@ -43,7 +43,7 @@ def main() -> None:
         write_text(out / "frames" / f"{frame:06d}" / "manifest.json", json.dumps(manifest.to_json()))
         for tile, chunk in manifest.pieces():
             piece = manifest.piece_name(tile, chunk)
-            datum = {"job": job.name, "frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
+            datum = {"frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
                      **tile.to_json(), "chunk": chunk.to_json() if chunk else None, "frame_size": list(size)}
             write_text(out / "tiles" / f"{frame:06d}_{piece}.json", json.dumps(datum))
         total += len(manifest.pieces())
