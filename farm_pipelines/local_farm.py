@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm_pipelines import pachyderm
-from farm_pipelines.atomic_files import copy_file, write_text
+from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import Datum, datum_id, enumerate_datums
 from farm_pipelines.errors import FarmFailure
@@ -56,7 +56,27 @@ def default_state_dir() -> Path:
 
 
 def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+    return max(1, len(_usable_cpus()))
+
+
+def _usable_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def cpu_sets(count: int) -> list[set[int]]:
+    """Split this process's CPUs between ``count`` workers: disjoint while there are enough.
+
+    A worker pinned to its own CPUs keeps its caches, and its Blender's thread pool
+    matches them: a Cycles render limited to fewer threads than the CPUs it may
+    run on leaves idle pool threads spinning on ``sched_yield``, which on a busy
+    machine takes CPU from the renderers next door.
+    """
+    cpus = _usable_cpus()
+    if count >= len(cpus):
+        return [{cpus[i % len(cpus)]} for i in range(count)]
+    return [set(cpus[i * len(cpus) // count:(i + 1) * len(cpus) // count]) for i in range(count)]
 
 
 @dataclass
@@ -143,10 +163,10 @@ class LocalFarm:
         self.root = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.repos = self.root / "repos"
         self.workers = max(1, workers or default_workers())
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._made_dirs: set[Path] = set()
 
     # -- Backend ---------------------------------------------------------------------------------
 
@@ -262,15 +282,24 @@ class LocalFarm:
         return True
 
     def commit_datum(self, pipeline: str, ident: str, out: Path) -> None:
-        """Move a finished datum's /pfs/out into the store in one rename."""
-        sizes = {p.relative_to(out).as_posix(): p.stat().st_size
-                 for p in sorted(out.rglob("*")) if p.is_file() and not p.name.startswith(".")}
-        write_text(out / _FILES, json.dumps(sizes))
+        """Move a finished datum's /pfs/out into the store in one rename.
+
+        Runs once per tile on the hand-off's critical path, so it spends few system
+        calls: the size record is written in place (``out`` is private until the
+        rename), and the store's folder is made once per run.
+        """
+        (out / _FILES).write_text(json.dumps(_file_sizes(out)), encoding="utf-8")
         destination = self._datum_dir(pipeline, ident)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
+        if destination.parent not in self._made_dirs:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(destination.parent)
+        try:
+            os.replace(out, destination)
+        except OSError as error:  # an old, damaged copy of this datum is in the way
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
             shutil.rmtree(destination)
-        os.replace(out, destination)
+            os.replace(out, destination)
 
     def _publish(self, pipeline: str, scope: str, ids: list[str]) -> None:
         """Make ``repos/<pipeline>/<scope>`` the union of the datums' outputs, swapped in at once."""
@@ -312,8 +341,8 @@ class _WorkerPool:
         self.scheduler = _Scheduler(int(spec.get("datum_tries", 3)))
         self.run_dir = farm.root / "work" / f"{pipeline}-{uuid.uuid4().hex[:8]}"
         count = min(farm.workers, datums) if datums else farm.workers
-        self.slots = [_Slot(farm, pipeline, spec, scope, self.run_dir / str(i), self.scheduler, tracker)
-                      for i in range(count)]
+        self.slots = [_Slot(farm, pipeline, spec, scope, self.run_dir / str(i), self.scheduler, tracker, cpus)
+                      for i, cpus in enumerate(cpu_sets(count))]
         self.threads = [threading.Thread(target=slot.run, daemon=True) for slot in self.slots]
         for thread in self.threads:
             thread.start()
@@ -339,8 +368,9 @@ class _Slot:
     """One worker: its own /pfs tree and, for batched transforms, one long-lived process."""
 
     def __init__(self, farm: LocalFarm, pipeline: str, spec: dict, scope: str, root: Path,
-                 scheduler: _Scheduler, tracker: _ProgressTracker) -> None:
+                 scheduler: _Scheduler, tracker: _ProgressTracker, cpus: set[int]) -> None:
         self.farm, self.pipeline, self.spec, self.scope = farm, pipeline, spec, scope
+        self.cpus = cpus
         self.pfs = root / "pfs"
         self.scheduler, self.tracker = scheduler, tracker
         self.current: _Task | None = None
@@ -356,6 +386,10 @@ class _Slot:
         self.log_path = log_dir / f"{root.parent.name}-{root.name}.log"
 
     def run(self) -> None:
+        # Pin this thread: the worker processes it starts inherit its CPUs, and so do the
+        # NextDatum handler threads, which then run where their worker sits waiting for them.
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, self.cpus)
         try:
             if self.spec["transform"].get("datum_batching"):
                 self._run_batched()
@@ -394,8 +428,11 @@ class _Slot:
                 link.unlink(missing_ok=True)
         for link, target in links.items():
             if self._links.get(link) != target:
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(target)
+                try:
+                    link.symlink_to(target)
+                except FileNotFoundError:  # the first datum of an input: make its folders once
+                    link.parent.mkdir(parents=True)
+                    link.symlink_to(target)
         self._links = links
         env = {
             "PACH_JOB_ID": self.scope,
@@ -425,7 +462,7 @@ class _Slot:
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.spec["transform"].get("env", {}))
-        env.update({"FARM_PFS": str(self.pfs), "FARM_THREADS": str(self.farm.threads),
+        env.update({"FARM_PFS": str(self.pfs), "FARM_THREADS": str(len(self.cpus)),
                     "PYTHONUNBUFFERED": "1"})
         return env
 
@@ -437,12 +474,14 @@ class _Slot:
                                        stdin=subprocess.DEVNULL)
         finally:
             log.close()
-        # Workers yield the CPU to the farm (whose datum hand-offs they wait on) and to the user's own
-        # Blender; render threads, started later, inherit this niceness.
-        try:
-            os.setpriority(os.PRIO_PROCESS, process.pid, WORKER_NICENESS)
-        except ProcessLookupError:
-            pass  # it already exited; its slot will notice
+        # Renderers yield the CPU to the farm (whose datum hand-offs they wait on), to a splitter or
+        # merger on the job's critical path, and to the user's own Blender; render threads, started
+        # later, inherit this niceness.
+        if self.pipeline == "renderer":
+            try:
+                os.setpriority(os.PRIO_PROCESS, process.pid, WORKER_NICENESS)
+            except ProcessLookupError:
+                pass  # it already exited; its slot will notice
         return process
 
     def _append_log(self, line: str) -> None:
@@ -587,6 +626,18 @@ class _ProgressTracker:
             progress = Progress(self.stage_name, self.tiles_done, self.tiles_total, self.tiles_failed,
                                 self.frames_merged, self.frames_total, eta)
         self._on_progress(progress)
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    """Relative POSIX path -> size of every file under ``folder``, hidden ones left out."""
+    sizes = {}
+    for top, _dirs, files in os.walk(folder):
+        prefix = os.path.relpath(top, folder).replace(os.sep, "/")
+        for name in files:
+            if not name.startswith("."):
+                rel = name if prefix == "." else f"{prefix}/{name}"
+                sizes[rel] = os.stat(os.path.join(top, name)).st_size
+    return dict(sorted(sizes.items()))
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -1,8 +1,8 @@
 """The boundary to Pachyderm: the only module that imports ``python_pachyderm``.
 
-Pipeline side: ``run_batched`` drives a transform with python-pachyderm's datum
-batching helper. Local-farm side: ``serve_worker_api`` answers that helper's
-``NextDatum`` calls, as pachd's worker binary does in a pipeline pod. Cluster
+Pipeline side: ``run_batched`` drives a transform through the Worker API's datum
+batching loop. Local-farm side: ``serve_worker_api`` answers its ``NextDatum``
+calls, as pachd's worker binary does in a pipeline pod. Cluster
 side: ``PachydermBackend`` deploys the three specs, submits jobs to the ``blends``
 repo, follows their job sets and downloads the merged frames; ``deploy_specs``
 prepares the specs with the worker image.
@@ -34,7 +34,6 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
 
-from farm_pipelines import pfs
 from farm_pipelines.backend import Progress
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
@@ -47,15 +46,23 @@ T = TypeVar("T")
 def run_batched(process_datum: Callable[[], None]) -> None:
     """Call ``process_datum`` once per datum, forever; the worker stops this process when done.
 
-    An exception fails only the current datum: the helper reports it through
-    ``NextDatum`` and moves on. The dotenv path follows ``FARM_PFS`` so the same
-    code reads ``/pfs/.env`` in a pod and the local farm's root elsewhere.
+    This is python-pachyderm's ``batch_datum`` loop, except that each datum's
+    environment comes from the ``NextDatum`` response (pachd fills it) rather than
+    from re-reading ``/pfs/.env``: python-dotenv copies the whole environment on
+    every call, which costs more than a small tile. An exception fails only the
+    current datum; it is reported on the next call, and the worker retries it.
     """
     worker = python_pachyderm.Client().worker
-    worker._dotenv_path = str(pfs.pfs_root() / ".env")
+    error = ""
     while True:
-        with worker.batch_datum():
+        response = worker.next_datum(error=error)
+        os.environ.update(entry.split("=", 1) for entry in response.env)
+        try:
             process_datum()
+            error = ""
+        except Exception as failure:  # any failure belongs to this datum alone
+            error = repr(failure)
+            print(f"{error}\nReporting above error to worker.", flush=True)
 
 
 class _WorkerApi(worker_pb2_grpc.WorkerServicer):
