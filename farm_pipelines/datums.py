@@ -107,13 +107,21 @@ def _join(children: list[dict], repos_root: Path, scope: str) -> list[Datum]:
     return [Datum(combo) for key in keys for combo in itertools.product(*(g[key] for g in by_key))]
 
 
-def datum_id(datum: Datum, repos_root: Path, salt: str, file_hash: Callable[[Path], str]) -> str:
-    """Content identity, as Pachyderm's: the same inputs and the same spec give the same id."""
+def datum_id(datum: Datum, repos_root: Path, salt: str, file_hash: Callable[[Path], str],
+             listings: dict[Path, bytes] | None = None) -> str:
+    """Content identity, as Pachyderm's: the same inputs and the same spec give the same id.
+
+    ``listings`` caches each input's hashed file list for one enumeration: a job's
+    blend folder is part of every one of its thousands of tile datums.
+    """
+    listings = {} if listings is None else listings
     digest = hashlib.sha256(salt.encode())
     for item in datum.inputs:
         digest.update(f"\0{item.name}\0{item.path}\0".encode())
         source = item.source(repos_root)
-        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        for path in files:
-            digest.update(f"{path.relative_to(source.parent).as_posix()}\0{file_hash(path)}\0".encode())
+        if source not in listings:
+            files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+            listings[source] = "".join(f"{path.relative_to(source.parent).as_posix()}\0{file_hash(path)}\0"
+                                       for path in files).encode()
+        digest.update(listings[source])
     return digest.hexdigest()[:32]

@@ -245,7 +245,8 @@ class LocalFarm:
         spec = load_spec(name)
         salt = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         datums = enumerate_datums(spec["input"], self.repos, scope)
-        tasks = [_Task(d, datum_id(d, self.repos, salt, self._file_hash)) for d in datums]
+        listings: dict[Path, bytes] = {}
+        tasks = [_Task(d, datum_id(d, self.repos, salt, self._file_hash, listings)) for d in datums]
         pending = [t for t in tasks if not self._is_done(name, t.id)]
         tracker.stage(name, total=len(tasks), done=len(tasks) - len(pending))
         if pending:
@@ -305,13 +306,17 @@ class LocalFarm:
         """Make ``repos/<pipeline>/<scope>`` the union of the datums' outputs, swapped in at once."""
         base = self.repos / pipeline
         staging = base / f".{scope}.{uuid.uuid4().hex[:8]}"
+        made: set[str] = set()
         for ident in ids:
             source = self._datum_dir(pipeline, ident) / scope
-            for path in source.rglob("*") if source.exists() else []:
-                if path.is_file() and not path.name.startswith("."):
-                    target = staging / path.relative_to(source)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.link(path, target)
+            for top, _dirs, files in os.walk(source):
+                folder = os.path.join(staging, os.path.relpath(top, source))
+                for name in files:
+                    if not name.startswith("."):
+                        if folder not in made:
+                            os.makedirs(folder, exist_ok=True)
+                            made.add(folder)
+                        os.link(os.path.join(top, name), os.path.join(folder, name))
         staging.mkdir(parents=True, exist_ok=True)
         final = base / scope
         old = base / f".{scope}.old.{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 from farm_pipelines import pfs
-from farm_pipelines.atomic_files import write_text
 from farm_pipelines.blender import entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
@@ -36,16 +35,21 @@ def main() -> None:
                        f"the scene renders with {scene.render.engine}")
     samples = scene.cycles.samples if chunks > 1 else 0
 
+    # Plain writes, not temporary names and renames: /pfs/out stays private to this datum until it
+    # succeeds (a failed datum's output is thrown away), and a job can hold thousands of tiles.
     out = pfs.output_dir() / job.name
+    (out / "tiles").mkdir(parents=True, exist_ok=True)
     total = 0
     for frame in frames:
         manifest = plan_frame(frame, size, region, crop, job.settings, samples)
-        write_text(out / "frames" / f"{frame:06d}" / "manifest.json", json.dumps(manifest.to_json()))
+        frame_dir = out / "frames" / f"{frame:06d}"
+        frame_dir.mkdir(parents=True, exist_ok=True)
+        (frame_dir / "manifest.json").write_text(json.dumps(manifest.to_json()), encoding="utf-8")
         for tile, chunk in manifest.pieces():
             piece = manifest.piece_name(tile, chunk)
             datum = {"frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
                      **tile.to_json(), "chunk": chunk.to_json() if chunk else None, "frame_size": list(size)}
-            write_text(out / "tiles" / f"{frame:06d}_{piece}.json", json.dumps(datum))
+            (out / "tiles" / f"{frame:06d}_{piece}.json").write_text(json.dumps(datum), encoding="utf-8")
         total += len(manifest.pieces())
     print(f"splitter: job {job.name}: {len(frames)} frame(s), {total} piece(s) of {job.settings.tile}"
           f"{f', {chunks} sample chunks' if chunks > 1 else ''}", flush=True)
