@@ -175,7 +175,8 @@ class LocalFarm:
         """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does)."""
         tracker = _ProgressTracker(on_progress)
         self._put_job(job, Path(job_files))
-        # Renderer workers start Blender while the splitter runs, then wait on NextDatum.
+        # Renderer workers start Blender while the splitter runs, the merger while they render;
+        # each then waits on NextDatum, so no stage pays for starting Blender on the critical path.
         warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
         try:
             failed: dict[str, dict[str, str]] = {}
@@ -185,6 +186,7 @@ class LocalFarm:
                     if failed[name]:
                         raise FarmFailure(f"splitting failed: {next(iter(failed[name].values()))}")
                     tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+                    warm["merger"] = _WorkerPool(self, "merger", job.name, tracker, datums=1)  # one per job
         finally:
             for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
                 pool.stop()

@@ -61,8 +61,9 @@ def run_batched(process_datum: Callable[[], None]) -> None:
             process_datum()
             error = ""
         except Exception as failure:  # any failure belongs to this datum alone
-            error = repr(failure)
-            print(f"{error}\nReporting above error to worker.", flush=True)
+            # Our own failures are sentences already; anything else keeps its type for the log.
+            error = str(failure) if isinstance(failure, (BadInput, FarmFailure)) else repr(failure)
+            print(f"error: {error}", flush=True)
 
 
 class _WorkerApi(worker_pb2_grpc.WorkerServicer):

@@ -33,6 +33,21 @@ def _assert_frames(out: Path, reference: dict[int, Path]) -> None:
         assert max_difference(out / f"{frame:06d}.png", whole) <= 1
 
 
+def _datum_in_flight(pid: int, state: Path) -> bool:
+    """True if the worker holds a tile that is handed out but not yet committed.
+
+    Call it with the worker stopped: a hand-off already under way then finishes
+    while the worker cannot move, and what its /pfs/.env names is what it holds.
+    """
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    pfs = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"FARM_PFS="))
+    env = Path(pfs, ".env")
+    if not env.exists():
+        return False
+    datum = re.search(r"^PACH_DATUM_ID=(\w+)$", env.read_text(), re.M)
+    return bool(datum) and not (state / "datums" / "renderer" / datum.group(1)).exists()
+
+
 def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
     blend, reference = scene
     env = dict(os.environ, FARM_STATE_DIR=str(state))
@@ -42,10 +57,14 @@ def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
     deadline = time.monotonic() + 120
     while not killed and time.monotonic() < deadline and run.poll() is None:
         stored = state / "datums" / "renderer"
-        workers = _renderer_workers(run.pid)
-        if workers and stored.exists() and len(list(stored.iterdir())) >= 4:
-            os.kill(workers[0], signal.SIGKILL)
-            killed.append(workers[0])
+        for worker in _renderer_workers(run.pid) if stored.exists() and len(list(stored.iterdir())) >= 4 else []:
+            os.kill(worker, signal.SIGSTOP)
+            time.sleep(0.05)
+            if _datum_in_flight(worker, state):
+                os.kill(worker, signal.SIGKILL)
+                killed.append(worker)
+                break
+            os.kill(worker, signal.SIGCONT)
         time.sleep(0.02)
     assert killed, "no renderer worker to kill"
     assert run.wait(timeout=300) == 0, run.stderr.read()

@@ -21,9 +21,10 @@ from farm_pipelines.blender import entry, session
 from farm_pipelines.blender.encode import FrameEncoder
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import FrameManifest
+from farm_pipelines.pachyderm import run_batched
 
 
-def main() -> None:
+def merge_datum() -> None:
     job_dir = pfs.input_path("blends")
     manifests_dir = pfs.input_path("splitter") / "frames"
     tiles_dir = pfs.input_path("renderer")
@@ -54,6 +55,11 @@ def main() -> None:
             print(f"merger: {job.name} frame {manifest.frame} merged", flush=True)
     if failures:
         write_text(out / "failed.json", json.dumps(failures, indent=1))
+
+
+def main() -> None:
+    # Batched, so a worker can start Blender before the job's tiles are done and wait for its datum.
+    run_batched(merge_datum)
 
 
 if __name__ == "__main__":
