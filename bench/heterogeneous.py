@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/heterogeneous.py [--size 320x180] [--samples 64] [--threads 1]
         [--sizes 16,32,64,128] [--rounds 2] [--job 1920x1080x24 --job 320x180x3]
-    .venv/bin/python bench/heterogeneous.py --overhead 0.025 --pixel 1.56e-4   # simulate only
+    .venv/bin/python bench/heterogeneous.py --overhead 0.010 --pixel 1.33e-4   # simulate only
 
 Measuring: the demo scene's frame is rendered completely at each tile size, in this one
 Blender process, by the farm's own ``TileRenderer`` (border + crop, persistent data,

@@ -21,15 +21,17 @@ from farm_pipelines.job import JobSettings, TileSize
 from farm_pipelines.manifest import plan_frame
 from farm_pipelines.tiles import Box
 
-#: Seconds of fixed cost per tile (per datum) on the local farm, measured by ``bench/heterogeneous.py``
-#: on the 2-core development machine (2026-11-28, other benchmarks running alongside; best of 2):
-#: the slope of one-worker local-farm runs of the demo scene (320x180, 64 samples, one frame) over
-#: 1 to 240 tiles. Inside one Blender process a tile costs only 4.4 ms extra; the rest is the farm's
-#: datum hand-off (NextDatum, /pfs links, the commit). ``FARM_TILE_OVERHEAD_S`` overrides it.
-DEFAULT_OVERHEAD_S = 0.025
-#: Seconds per pixel, same run, one Blender thread (what a local worker gets on 2 cores). Heavier
-#: scenes cost more per pixel and make the overhead matter less; ``FARM_TILE_PIXEL_S`` overrides it.
-DEFAULT_PIXEL_S = 1.56e-4
+#: Seconds of fixed cost per tile (per datum) on the local farm, from measurements on the 2-core
+#: development machine (2026-11-29): inside one Blender process a tile costs 6.4 ms extra
+#: (``bench/heterogeneous.py``, demo scene 320x180, 64 samples, one thread), and the datum
+#: hand-off between tiles (NextDatum, /pfs links, the commit) 3.1 ms (timed in the workers).
+#: The one-worker farm runs of the same bench fit 4.9 ms, too noisy to trust alone; 10 ms keeps
+#: the sum. ``FARM_TILE_OVERHEAD_S`` overrides it.
+DEFAULT_OVERHEAD_S = 0.010
+#: Seconds per pixel, one Blender thread (what a local worker gets on 2 cores), demo scene as above
+#: (1.56e-4 in an earlier, busier run). Heavier scenes cost more per pixel and make the overhead
+#: matter less; ``FARM_TILE_PIXEL_S`` overrides it.
+DEFAULT_PIXEL_S = 1.33e-4
 
 #: Square tile edges ``--tile auto`` chooses from (whole frames are a candidate too).
 CANDIDATES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
