@@ -1,11 +1,13 @@
 """What tiling costs: the demo scene rendered four ways, timed in the same run.
 
-    .venv/bin/python bench/overhead.py [--size 640x360] [--samples 128] [--frames 2]
+    .venv/bin/python bench/overhead.py [--size 640x360] [--samples 128] [--frames 2] [--rounds 1]
 
 (a) plain Blender, one process, whole frames; (b) the local farm, 64 px tiles;
 (c) the local farm, 16 px tiles; (d) the original article's way, a new Blender
-process per 64 px tile. Ratios are to (a); this machine is noisy, absolute
-seconds are not comparable between runs.
+process per 64 px tile. Ratios are to (a) of the same round; this machine is
+noisy, so absolute seconds are not comparable between runs, and with
+``--rounds N`` (a), (b) and (c) run N times interleaved and the median ratio
+counts ((d), slow and only a baseline, runs in round one only).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +53,9 @@ bpy.ops.render.render(write_still=True)
 """
 
 
+PLAIN_LABEL = "(a) plain Blender, whole frames"
+
+
 class Clock:
     """Wall time and CPU time of every child process run inside the block.
 
@@ -80,34 +87,46 @@ def main() -> None:
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     py = sys.executable
+    rounds: list[dict[str, Clock]] = []
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as tmp:
         tmp = Path(tmp)
         blend = tmp / "demo.blend"
         subprocess.run([py, "-m", "farm_pipelines.blender.demo_scene", str(blend), "--size", args.size,
                         "--samples", str(args.samples), "--frames", str(args.frames)],
                        check=True, capture_output=True, cwd=ROOT)
-        results: dict[str, Clock] = {}
-        with Clock() as results["(a) plain Blender, whole frames"]:
-            run([py, "-c", PLAIN, str(blend), str(tmp / "a")])
-        for label, tile in (("(b) local farm, 64 px tiles", "64"), ("(c) local farm, 16 px tiles", "16")):
-            env = dict(os.environ, FARM_STATE_DIR=str(tmp / f"state-{tile}"))
-            with Clock() as results[label]:
-                run([py, "-m", "farm_pipelines.cli", "render", str(blend), "--tile", tile,
-                     "--out", str(tmp / f"out-{tile}")], env)
-        tiles = split(Box(0, 0, width, height), 64, 64)
-        with Clock() as results["(d) a Blender process per 64 px tile"]:
-            for frame in range(1, args.frames + 1):
-                for i, box in enumerate(tiles):
-                    datum = json.dumps([frame, border_for_box(box, width, height)])
-                    run([py, "-c", ONE_TILE, str(blend), datum, str(tmp / "d" / f"{frame}_{i}.exr")])
-    base = results["(a) plain Blender, whole frames"]
-    print(f"demo scene {args.size}, {args.samples} samples, {args.frames} frames, {os.cpu_count()} cores")
-    print(f"{'way':38} {'wall s':>7} {'ratio':>6} {'CPU s':>7} {'ratio':>6}")
-    for label, c in results.items():
-        print(f"{label:38} {c.wall:7.1f} {c.wall / base.wall:6.2f} {c.cpu:7.1f} {c.cpu / base.cpu:6.2f}")
+        for number in range(args.rounds):
+            results: dict[str, Clock] = {}
+            with Clock() as results[PLAIN_LABEL]:
+                run([py, "-c", PLAIN, str(blend), str(tmp / "a")])
+            for label, tile in (("(b) local farm, 64 px tiles", "64"), ("(c) local farm, 16 px tiles", "16")):
+                state = tmp / f"state-{tile}"
+                shutil.rmtree(state, ignore_errors=True)  # every round renders every tile
+                with Clock() as results[label]:
+                    run([py, "-m", "farm_pipelines.cli", "render", str(blend), "--tile", tile,
+                         "--out", str(tmp / f"out-{tile}")], dict(os.environ, FARM_STATE_DIR=str(state)))
+            if number == 0:
+                tiles = split(Box(0, 0, width, height), 64, 64)
+                with Clock() as results["(d) a Blender process per 64 px tile"]:
+                    for frame in range(1, args.frames + 1):
+                        for i, box in enumerate(tiles):
+                            datum = json.dumps([frame, border_for_box(box, width, height)])
+                            run([py, "-c", ONE_TILE, str(blend), datum, str(tmp / "d" / f"{frame}_{i}.exr")])
+            rounds.append(results)
+    print(f"demo scene {args.size}, {args.samples} samples, {args.frames} frames, {os.cpu_count()} cores, "
+          f"{args.rounds} round(s); medians")
+    print(f"{'way':38} {'wall s':>7} {'ratio':>6} {'CPU s':>7} {'ratio':>6}   wall ratio of each round")
+    for label in rounds[0]:
+        mine = [(r[label], r[PLAIN_LABEL]) for r in rounds if label in r]
+        walls = [c.wall / base.wall for c, base in mine]
+        cpus = [c.cpu / base.cpu for c, base in mine]
+        seconds = statistics.median(c.wall for c, _ in mine)
+        cpu_seconds = statistics.median(c.cpu for c, _ in mine)
+        print(f"{label:38} {seconds:7.1f} {statistics.median(walls):6.2f} {cpu_seconds:7.1f} "
+              f"{statistics.median(cpus):6.2f}   {' '.join(f'{w:.2f}' for w in walls)}")
 
 
 if __name__ == "__main__":
