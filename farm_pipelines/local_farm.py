@@ -30,7 +30,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,7 +166,6 @@ class LocalFarm:
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self._hashes: dict[tuple[str, int, int], str] = {}
-        self._made_dirs: set[Path] = set()
 
     # -- Backend ---------------------------------------------------------------------------------
 
@@ -255,19 +254,21 @@ class LocalFarm:
             self.log(f"{name}: {len(pending)} of {len(tasks)} datum(s) to process")
         pool = pool or (_WorkerPool(self, name, scope, tracker, len(pending)) if pending else None)
         scheduler = pool.scheduler if pool else _Scheduler(0)
+        (self.root / "datums" / name).mkdir(parents=True, exist_ok=True)  # before a commit lands there
         scheduler.feed(pending)
         if pool:
             pool.wait(cancel)
         if cancel.is_set():
             raise FarmFailure("cancelled")
-        done_ids = [t.id for t in tasks if self._is_done(name, t.id)]
+        # Checked above or committed since: a datum settles as done only once it is in the store.
+        done_ids = [t.id for t in tasks if t.datum.key() not in scheduler.failed]
         self._publish(name, scope, done_ids)
         return scheduler.failed
 
     # -- datum store -----------------------------------------------------------------------------
 
     def _datum_dir(self, pipeline: str, ident: str) -> Path:
-        return self.root / "datums" / pipeline / ident
+        return self.root / "datums" / pipeline / ident  # run_pipeline makes the pipeline's folder
 
     def _is_done(self, pipeline: str, ident: str) -> bool:
         """Done means committed and undamaged: every file it wrote still has its recorded size."""
@@ -289,13 +290,11 @@ class LocalFarm:
 
         Runs once per tile on the hand-off's critical path, so it spends few system
         calls: the size record is written in place (``out`` is private until the
-        rename), and the store's folder is made once per run.
+        rename), and ``run_pipeline`` has made the store's folder.
         """
-        (out / _FILES).write_text(json.dumps(_file_sizes(out)), encoding="utf-8")
+        sizes = {rel: os.stat(path).st_size for rel, path in _visible_files(out)}
+        (out / _FILES).write_text(json.dumps(dict(sorted(sizes.items()))), encoding="utf-8")
         destination = self._datum_dir(pipeline, ident)
-        if destination.parent not in self._made_dirs:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            self._made_dirs.add(destination.parent)
         try:
             os.replace(out, destination)
         except OSError as error:  # an old, damaged copy of this datum is in the way
@@ -308,17 +307,14 @@ class LocalFarm:
         """Make ``repos/<pipeline>/<scope>`` the union of the datums' outputs, swapped in at once."""
         base = self.repos / pipeline
         staging = base / f".{scope}.{uuid.uuid4().hex[:8]}"
-        made: set[str] = set()
+        made: set[Path] = set()
         for ident in ids:
-            source = self._datum_dir(pipeline, ident) / scope
-            for top, _dirs, files in os.walk(source):
-                folder = os.path.join(staging, os.path.relpath(top, source))
-                for name in files:
-                    if not name.startswith("."):
-                        if folder not in made:
-                            os.makedirs(folder, exist_ok=True)
-                            made.add(folder)
-                        os.link(os.path.join(top, name), os.path.join(folder, name))
+            for rel, path in _visible_files(self._datum_dir(pipeline, ident) / scope):
+                target = staging / rel
+                if target.parent not in made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
+                os.link(path, target)
         staging.mkdir(parents=True, exist_ok=True)
         final = base / scope
         old = base / f".{scope}.old.{uuid.uuid4().hex[:8]}"
@@ -635,16 +631,16 @@ class _ProgressTracker:
         self._on_progress(progress)
 
 
-def _file_sizes(folder: Path) -> dict[str, int]:
-    """Relative POSIX path -> size of every file under ``folder``, hidden ones left out."""
-    sizes = {}
+def _visible_files(folder: Path) -> Iterator[tuple[str, str]]:
+    """(relative POSIX path, full path) of every file under ``folder``, hidden ones left out.
+
+    ``os.walk`` rather than ``Path.rglob``: it runs per tile, and costs fewer system calls.
+    """
     for top, _dirs, files in os.walk(folder):
         prefix = os.path.relpath(top, folder).replace(os.sep, "/")
         for name in files:
             if not name.startswith("."):
-                rel = name if prefix == "." else f"{prefix}/{name}"
-                sizes[rel] = os.stat(os.path.join(top, name)).st_size
-    return dict(sorted(sizes.items()))
+                yield (name if prefix == "." else f"{prefix}/{name}"), os.path.join(top, name)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -57,7 +57,8 @@ def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
     deadline = time.monotonic() + 120
     while not killed and time.monotonic() < deadline and run.poll() is None:
         stored = state / "datums" / "renderer"
-        for worker in _renderer_workers(run.pid) if stored.exists() and len(list(stored.iterdir())) >= 4 else []:
+        started = stored.exists() and len(list(stored.iterdir())) >= 4
+        for worker in _renderer_workers(run.pid) if started else []:
             os.kill(worker, signal.SIGSTOP)
             time.sleep(0.05)
             if _datum_in_flight(worker, state):
