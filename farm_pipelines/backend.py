@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,9 @@ class Progress:
 
 class Backend(Protocol):
     """Runs the splitter -> renderer -> merger DAG for one job somewhere."""
+
+    def starting(self, job_name: str) -> AbstractContextManager[None]:
+        """Held while the job is being prepared, before ``run``: time to start workers early."""
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:

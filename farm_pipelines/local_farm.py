@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,18 +167,33 @@ class LocalFarm:
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._early: dict[str, tuple[_ProgressTracker, dict[str, _WorkerPool]]] = {}
 
     # -- Backend ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def starting(self, job_name: str) -> Iterator[None]:
+        """Start the job's splitter and renderers while the caller prepares it; ``run`` takes them over.
+
+        Starting Blender costs about a second of CPU per process. Started here, it overlaps
+        preparing the scene, which keeps one CPU busy, instead of following it (renderers are
+        niced, so preparing and splitting come first). Workers ``run`` did not take are stopped.
+        """
+        self._early[job_name] = self._start_workers(job_name)
+        try:
+            yield
+        finally:
+            _, pools = self._early.pop(job_name, (None, {}))
+            for pool in pools.values():
+                pool.stop()
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:
         """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does)."""
-        tracker = _ProgressTracker(on_progress)
-        self._put_job(job, Path(job_files))
-        # Renderer workers start Blender while the splitter runs, the merger while they render;
-        # each then waits on NextDatum, so no stage pays for starting Blender on the critical path.
-        warm = {"renderer": _WorkerPool(self, "renderer", job.name, tracker)}
+        tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
+        tracker.on_progress = on_progress
         try:
+            self._put_job(job, Path(job_files))
             failed: dict[str, dict[str, str]] = {}
             for name in PIPELINES:
                 failed[name] = self.run_pipeline(name, job.name, tracker, cancel, warm.get(name))
@@ -185,6 +201,7 @@ class LocalFarm:
                     if failed[name]:
                         raise FarmFailure(f"splitting failed: {next(iter(failed[name].values()))}")
                     tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+                    # Blender starts while the tiles render; it then waits on NextDatum for its datum.
                     warm["merger"] = _WorkerPool(self, "merger", job.name, tracker, datums=1)  # one per job
         finally:
             for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
@@ -197,6 +214,13 @@ class LocalFarm:
                               f"{_tile_of(first[0])}: {first[1]}")
         if failed["merger"]:
             raise FarmFailure(f"merging failed: {next(iter(failed['merger'].values()))}")
+
+    def _start_workers(self, job_name: str) -> tuple[_ProgressTracker, dict[str, _WorkerPool]]:
+        """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
+        stage pays for starting Blender on the critical path."""
+        tracker = _ProgressTracker()
+        return tracker, {"splitter": _WorkerPool(self, "splitter", job_name, tracker, datums=1),  # one per job
+                         "renderer": _WorkerPool(self, "renderer", job_name, tracker)}
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
         out_dir = Path(out_dir)
@@ -241,7 +265,7 @@ class LocalFarm:
         ``pool`` holds workers started ahead of time; without one they start now. Returns the
         datums that failed after all their tries: input paths -> last error.
         """
-        tracker = tracker or _ProgressTracker(lambda progress: None)
+        tracker = tracker or _ProgressTracker()
         cancel = cancel or threading.Event()
         spec = load_spec(name)
         salt = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
@@ -531,7 +555,7 @@ class _Slot:
                     except subprocess.TimeoutExpired:
                         self.process.kill()
                         self.process.wait()
-                elif not no_more.is_set():
+                elif not no_more.is_set() and not self._stopping.is_set():
                     failed_starts = self._worker_died(took_any.is_set(), failed_starts)
             finally:
                 released.set()
@@ -589,8 +613,8 @@ class _Slot:
 class _ProgressTracker:
     """Turns datum completions into ``Progress`` snapshots, with an ETA from the tile rate."""
 
-    def __init__(self, on_progress: Callable[[Progress], None]) -> None:
-        self._on_progress = on_progress
+    def __init__(self) -> None:
+        self.on_progress: Callable[[Progress], None] = lambda progress: None  # set once a caller listens
         self._lock = threading.Lock()
         self.stage_name = "splitter"
         self.tiles_total = self.tiles_done = self.tiles_failed = 0
@@ -628,7 +652,7 @@ class _ProgressTracker:
                 eta = (self.tiles_total - self.tiles_done) / rate
             progress = Progress(self.stage_name, self.tiles_done, self.tiles_total, self.tiles_failed,
                                 self.frames_merged, self.frames_total, eta)
-        self._on_progress(progress)
+        self.on_progress(progress)
 
 
 def _visible_files(folder: Path) -> Iterator[tuple[str, str]]:

@@ -344,6 +344,9 @@ class PachydermBackend:
 
     # -- Backend ---------------------------------------------------------------------------------
 
+    def starting(self, job_name: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the pipelines' pods are up already
+
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:
         self._require_pipelines()

@@ -64,7 +64,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     job = Job(job_name_for(display, str(blend)), display, settings)
     _check_state_dir(state)
     with _disk_full_is_failure(f"writing farm state in {state}"), \
-            job_lock(state, job.name, lambda message: emit(FarmEvent("info", message))):
+            job_lock(state, job.name, lambda message: emit(FarmEvent("info", message))), \
+            backend.starting(job.name):
         return _submit(blend, job, out_dir, state, backend, host, emit, cancel)
 
 

@@ -3,7 +3,8 @@
 Opens the job's blend (untrusted) only to read its active scene: frame size,
 render region, frame range and samples. Each piece datum (a tile, or one sample
 chunk of a tile) is a small JSON file, so the renderer's join hands every worker
-exactly one piece of exactly one job.
+exactly one piece of exactly one job. Batched, so the local farm can start its
+Blender while the job is still being prepared, and a pod keeps one between jobs.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from farm_pipelines.blender import entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import plan_frame
+from farm_pipelines.pachyderm import run_batched
 
 
-def main() -> None:
+def split_datum() -> None:
     job_dir = pfs.input_path("blends")
     job = Job.load(job_dir / "job.json")
     blend = job_dir / "scene.blend"
@@ -53,6 +55,10 @@ def main() -> None:
         total += len(manifest.pieces())
     print(f"splitter: job {job.name}: {len(frames)} frame(s), {total} piece(s) of {job.settings.tile}"
           f"{f', {chunks} sample chunks' if chunks > 1 else ''}", flush=True)
+
+
+def main() -> None:
+    run_batched(split_datum)
 
 
 if __name__ == "__main__":
