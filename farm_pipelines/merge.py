@@ -125,8 +125,16 @@ def _assemble(manifest: FrameManifest,
             target[row0:row0 + tile.box.height, x0:x0 + tile.box.width] = \
                 pixels[top:top + tile.box.height, left:left + tile.box.width]
     if problems:
-        raise FrameIncomplete(f"frame {manifest.frame}: " + "; ".join(problems))
+        raise FrameIncomplete(f"frame {manifest.frame}: {_summary(problems, len(manifest.tiles))}")
     return canvas
+
+
+def _summary(problems: list[str], tiles: int, shown: int = 5) -> str:
+    """The first few problems in full; a frame of 900 missing tiles must still be one readable line."""
+    if len(problems) <= shown:
+        return "; ".join(problems)
+    return (f"{len(problems)} of {tiles} tiles are bad: " + "; ".join(problems[:shown])
+            + f"; and {len(problems) - shown} more")
 
 
 def read_layers(path: Path) -> dict[str, np.ndarray] | None:
