@@ -7,7 +7,9 @@
 process per 64 px tile. Ratios are to (a) of the same round; this machine is
 noisy, so absolute seconds are not comparable between runs, and with
 ``--rounds N`` (a), (b) and (c) run N times interleaved and the median ratio
-counts ((d), slow and only a baseline, runs in round one only).
+counts ((d), slow and only a baseline, runs in round one only). "fastest" is
+the ratio of each way's fastest run to plain Blender's fastest, as ``timeit``
+reports: other load on the machine only ever adds time.
 """
 
 from __future__ import annotations
@@ -118,15 +120,18 @@ def main() -> None:
             rounds.append(results)
     print(f"demo scene {args.size}, {args.samples} samples, {args.frames} frames, {os.cpu_count()} cores, "
           f"{args.rounds} round(s); medians")
-    print(f"{'way':38} {'wall s':>7} {'ratio':>6} {'CPU s':>7} {'ratio':>6}   wall ratio of each round")
+    print(f"{'way':38} {'wall s':>7} {'ratio':>6} {'CPU s':>7} {'ratio':>6} {'fastest':>7}   "
+          "wall ratio of each round")
+    fastest_plain = min(r[PLAIN_LABEL].wall for r in rounds)
     for label in rounds[0]:
         mine = [(r[label], r[PLAIN_LABEL]) for r in rounds if label in r]
         walls = [c.wall / base.wall for c, base in mine]
         cpus = [c.cpu / base.cpu for c, base in mine]
         seconds = statistics.median(c.wall for c, _ in mine)
         cpu_seconds = statistics.median(c.cpu for c, _ in mine)
+        fastest = min(c.wall for c, _ in mine) / fastest_plain
         print(f"{label:38} {seconds:7.1f} {statistics.median(walls):6.2f} {cpu_seconds:7.1f} "
-              f"{statistics.median(cpus):6.2f}   {' '.join(f'{w:.2f}' for w in walls)}")
+              f"{statistics.median(cpus):6.2f} {fastest:7.2f}   {' '.join(f'{w:.2f}' for w in walls)}")
 
 
 if __name__ == "__main__":
