@@ -455,11 +455,7 @@ class _Slot:
                 link.unlink(missing_ok=True)
         for link, target in links.items():
             if self._links.get(link) != target:
-                try:
-                    link.symlink_to(target)
-                except FileNotFoundError:  # the first datum of an input: make its folders once
-                    link.parent.mkdir(parents=True)
-                    link.symlink_to(target)
+                _place_input(target, link)
         self._links = links
         env = {
             "PACH_JOB_ID": self.scope,
@@ -665,6 +661,28 @@ def _visible_files(folder: Path) -> Iterator[tuple[str, str]]:
         for name in files:
             if not name.startswith("."):
                 yield (name if prefix == "." else f"{prefix}/{name}"), os.path.join(top, name)
+
+
+def _place_input(target: Path, link: Path) -> None:
+    """Show a datum's input at its /pfs path: a file as a hard link, a directory as a symlink.
+
+    A hard link allocates no inode, and removing it frees none. That matters once per
+    tile: ext4 without a journal makes every new inode scan past the inodes freed in
+    the last minutes, so swapping a symlink per tile slowed every file created after it.
+    A hard link also keeps the transform from reaching the rest of the repo through it.
+    """
+    for _ in range(2):
+        try:
+            os.link(target, link)
+            return
+        except FileNotFoundError:
+            if not link.parent.exists():  # the first datum of an input: make its folders once
+                link.parent.mkdir(parents=True)
+                continue
+        except OSError:
+            pass  # a directory (EPERM), or a file system without hard links
+        link.symlink_to(target)  # a missing target too: the transform then says what is missing
+        return
 
 
 def _same_file(a: Path, b: Path) -> bool:
