@@ -5,7 +5,7 @@ State lives under one directory (``FARM_STATE_DIR``, default
 
     repos/<repo>/<job>/...          a repo's files, as the head commit would hold them
     datums/<pipeline>/<datum-id>/   the output of every datum that succeeded (the resume cache)
-    work/<run>/<slot>/pfs/          a worker's /pfs: one symlink tree per input, out/, .env
+    work/<run>/<slot>/pfs/          a worker's /pfs: each input (files hard-linked), out/, .env
     logs/<pipeline>/<job>/          worker logs
     locks/<job>.lock                one run per job at a time
 
