@@ -13,7 +13,7 @@ Datums are enumerated with Pachyderm's glob/join semantics, identified by a hash
 of their input contents and the spec (so unchanged datums are skipped, as
 Pachyderm skips them), handed out one at a time to N workers as they ask (so a
 slow worker never holds others up), and retried up to the spec's
-``datum_tries``. Transforms with ``datum_batching`` run one long-lived process
+``datum_tries``. Every transform uses ``datum_batching``: one long-lived process
 per worker, fed through the same Worker API (``NextDatum``) that pachd serves.
 """
 
@@ -365,6 +365,8 @@ class _WorkerPool:
     def __init__(self, farm: LocalFarm, pipeline: str, scope: str, tracker: _ProgressTracker,
                  datums: int | None = None) -> None:
         spec = load_spec(pipeline)
+        if not spec["transform"].get("datum_batching"):  # each transform calls run_batched
+            raise FarmFailure(f"pipeline {pipeline}: the local farm runs only transforms with datum_batching")
         self.scheduler = _Scheduler(int(spec.get("datum_tries", 3)))
         self.run_dir = farm.root / "work" / f"{pipeline}-{uuid.uuid4().hex[:8]}"
         count = min(farm.workers, datums) if datums else farm.workers
@@ -392,7 +394,7 @@ class _WorkerPool:
 
 
 class _Slot:
-    """One worker: its own /pfs tree and, for batched transforms, one long-lived process."""
+    """One worker: its own /pfs tree and one long-lived process."""
 
     def __init__(self, farm: LocalFarm, pipeline: str, spec: dict, scope: str, root: Path,
                  scheduler: _Scheduler, tracker: _ProgressTracker, cpus: set[int]) -> None:
@@ -418,10 +420,7 @@ class _Slot:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, self.cpus)
         try:
-            if self.spec["transform"].get("datum_batching"):
-                self._run_batched()
-            else:
-                self._run_each()
+            self._run_batched()
         except OSError as error:  # the state disk is full or gone: settle everything, clearly
             self._abandon(error)
 
@@ -519,17 +518,6 @@ class _Slot:
         errors = [line for line in lines if line.startswith("error:")]
         detail = errors[-1][len("error:"):].strip() if errors else (lines[-1] if lines else "")
         return f"exit code {code}: {detail}" if detail else f"exit code {code}"
-
-    # -- one process per datum --------------------------------------------------------------------
-
-    def _run_each(self) -> None:
-        while (task := self.scheduler.take()) is not None:
-            env = {**self._base_env(), **self._prepare(task)}
-            self.process = self._start(env)
-            code = self.process.wait()
-            if self._stopping.is_set():
-                return
-            self._finish(task, None if code == 0 else self._error_from_log(code))
 
     # -- datum batching: one process, fed through NextDatum ---------------------------------------
 
