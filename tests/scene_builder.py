@@ -2,7 +2,8 @@
 
 Options (all optional): size [w, h], percentage, samples, frames [start, end],
 border [min_x, min_y, max_x, max_y], crop, dither, camera (bool), color [r, g, b],
-text_block_writes (a path a registered text block would create on load).
+text_block_writes (a path a registered text block would create on load),
+animate (a list of "material", "light", "nla": more kinds of animation), motion_blur (bool).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def build(options: dict) -> None:
     sphere.location.x = 1.5
     sphere.keyframe_insert("location", frame=scene.frame_end)
     bpy.ops.object.light_add(type="POINT", location=(2, -2, 4))
-    bpy.context.object.data.energy = 600
+    light = bpy.context.object.data
+    light.energy = 600
+    _animate(scene, options.get("animate", []), tint, light)
+    render.use_motion_blur = options.get("motion_blur", False)
     if options.get("camera", True):
         bpy.ops.object.camera_add(location=(0, -6, 3), rotation=(1.2, 0, 0))
         scene.camera = bpy.context.object
@@ -60,6 +64,32 @@ def build(options: dict) -> None:
         text = bpy.data.texts.new("register_me.py")
         text.write(f"open({options['text_block_writes']!r}, 'w').write('ran')\n")
         text.use_module = True  # "Register": runs on load when scripts are allowed
+
+
+def _animate(scene: bpy.types.Scene, kinds: list[str], tint: bpy.types.Material, light: bpy.types.Light) -> None:
+    first, last = scene.frame_start, scene.frame_end
+    if "material" in kinds:  # an embedded node tree's own animation
+        color = tint.node_tree.nodes["Principled BSDF"].inputs["Base Color"]
+        color.keyframe_insert("default_value", frame=first)
+        color.default_value = (0.1, 0.7, 0.3, 1)
+        color.keyframe_insert("default_value", frame=last)
+    if "light" in kinds:  # object data's animation
+        light.keyframe_insert("energy", frame=first)
+        light.energy = 150
+        light.keyframe_insert("energy", frame=last)
+    if "nla" in kinds:  # a cube whose motion comes from an NLA strip under its action
+        bpy.ops.mesh.primitive_cube_add(size=0.6, location=(-2, 0, 0.3))
+        cube = bpy.context.object
+        cube.keyframe_insert("location", frame=first)
+        cube.location.y = 1.5
+        cube.keyframe_insert("location", frame=last)
+        track = cube.animation_data.nla_tracks.new()
+        track.strips.new("Slide", first, cube.animation_data.action)
+        cube.animation_data.action = None  # the turn below gets an action of its own, over the strip
+        cube.rotation_euler.z = 0.0
+        cube.keyframe_insert("rotation_euler", index=2, frame=first)
+        cube.rotation_euler.z = 1.2
+        cube.keyframe_insert("rotation_euler", index=2, frame=last)
 
 
 def main() -> None:

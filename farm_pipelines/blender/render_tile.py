@@ -16,7 +16,7 @@ import bpy
 
 from farm_pipelines import merge
 from farm_pipelines.atomic_files import atomic_path
-from farm_pipelines.blender import session
+from farm_pipelines.blender import animation_hold, session
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.tiles import border_for_box
@@ -29,6 +29,7 @@ class TileRenderer:
         self.threads = threads
         self._loaded: tuple | None = None
         self.scene: bpy.types.Scene | None = None
+        self._held = animation_hold.HeldAnimation()
 
     def load(self, blend: Path, saved_with: tuple[int, ...] = ()) -> bpy.types.Scene:
         stat = blend.stat()
@@ -37,6 +38,7 @@ class TileRenderer:
             check_version(saved_with)
             self.scene = session.open_untrusted(blend)
             self._frame: int | None = None
+            self._held = animation_hold.HeldAnimation()  # the old file's data is gone
             self._configure(self.scene)
             self._loaded = key
         return self.scene
@@ -86,7 +88,9 @@ class TileRenderer:
         # Compositing a fragment is wrong (blur, glare, denoise see tile edges); the merger does it.
         self._set_output(scene, farm_composites, chunk)
         if frame != self._frame:  # re-evaluating an unchanged frame costs more than a small tile
+            self._held.release()
             scene.frame_set(frame)
+            self._held = animation_hold.hold(scene)
             self._frame = frame
         with atomic_path(out_path) as tmp:
             render.filepath = str(tmp)
