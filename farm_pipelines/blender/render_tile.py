@@ -39,6 +39,7 @@ class TileRenderer:
             self.scene = session.open_untrusted(blend)
             self._frame: int | None = None
             self._held = animation_hold.HeldAnimation()  # the old file's data is gone
+            self._output: tuple | None = None
             self._configure(self.scene)
             self._loaded = key
         return self.scene
@@ -86,7 +87,9 @@ class TileRenderer:
         render.border_min_x, render.border_min_y, render.border_max_x, render.border_max_y = (
             border_for_box(box, width, height))
         # Compositing a fragment is wrong (blur, glare, denoise see tile edges); the merger does it.
-        self._set_output(scene, farm_composites, chunk)
+        if (farm_composites, chunk) != self._output:  # each setting runs Cycles' update callbacks
+            self._set_output(scene, farm_composites, chunk)
+            self._output = (farm_composites, chunk)
         if frame != self._frame:  # re-evaluating an unchanged frame costs more than a small tile
             self._held.release()
             scene.frame_set(frame)

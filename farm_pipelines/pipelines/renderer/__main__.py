@@ -7,6 +7,7 @@ the piece (a tile, or one sample chunk of a tile) goes to ``/pfs/out/<job>/<fram
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from farm_pipelines import pfs
 from farm_pipelines.blender import entry
@@ -16,10 +17,10 @@ from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.pachyderm import run_batched
 
 
-def render_datum(renderer: TileRenderer) -> None:
+def render_datum(renderer: TileRenderer, jobs: dict[tuple, Job]) -> None:
     job_dir = pfs.input_path("blends")
     datum = json.loads(pfs.input_path("splitter").read_text(encoding="utf-8"))
-    job = Job.load(job_dir / "job.json")
+    job = _job(job_dir / "job.json", jobs)
     renderer.load(job_dir / "scene.blend", job.saved_with)
     tile = TileSpec.from_json(datum)
     frame = int(datum["frame"])
@@ -29,9 +30,19 @@ def render_datum(renderer: TileRenderer) -> None:
     print(f"renderer: {job.name} frame {frame} piece {datum['piece']} done", flush=True)
 
 
+def _job(path: Path, jobs: dict[tuple, Job]) -> Job:
+    """The job's settings, read again only when its file changes: a resubmitted job keeps its name."""
+    stat = path.stat()
+    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    if key not in jobs:
+        jobs.clear()
+        jobs[key] = Job.load(path)
+    return jobs[key]
+
+
 def main() -> None:
-    renderer = TileRenderer(threads=pfs.threads())
-    run_batched(lambda: render_datum(renderer))
+    renderer, jobs = TileRenderer(threads=pfs.threads()), {}
+    run_batched(lambda: render_datum(renderer, jobs))
 
 
 if __name__ == "__main__":
