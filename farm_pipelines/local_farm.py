@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -309,7 +309,7 @@ class LocalFarm:
                 return False
         return True
 
-    def commit_datum(self, pipeline: str, ident: str, out: Path) -> None:
+    def commit_datum(self, pipeline: str, ident: str, out: Path | str) -> None:
         """Move a finished datum's /pfs/out into the store in one rename.
 
         Runs once per tile on the hand-off's critical path, so it spends few system
@@ -317,7 +317,8 @@ class LocalFarm:
         rename), and ``run_pipeline`` has made the store's folder.
         """
         sizes = {rel: os.stat(path).st_size for rel, path in _visible_files(out)}
-        (out / _FILES).write_text(json.dumps(dict(sorted(sizes.items()))), encoding="utf-8")
+        with open(os.path.join(out, _FILES), "w", encoding="utf-8") as record:
+            record.write(json.dumps(dict(sorted(sizes.items()))))
         destination = self._datum_dir(pipeline, ident)
         try:
             os.replace(out, destination)
@@ -407,7 +408,7 @@ class _Slot:
         # belongs to a process that has since died (an older generation) must not touch it.
         self._lock = threading.Lock()
         self._generation = 0
-        self._links: dict[Path, Path] = {}  # /pfs input links of the datum laid out last
+        self._links: dict[str, str] = {}  # /pfs input links of the datum laid out last
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
         log_dir = farm.root / "logs" / pipeline / scope
@@ -443,15 +444,25 @@ class _Slot:
     # -- per-datum setup, as a pipeline pod lays out /pfs ----------------------------------------
 
     def _prepare(self, task: _Task) -> dict[str, str]:
-        """Lay out /pfs for the datum; links shared with the previous datum (its blend) stay put."""
-        out = self.pfs / "out"
-        shutil.rmtree(out, ignore_errors=True)  # a failed datum's partial output
-        out.mkdir(parents=True)
-        links = {self.pfs / item.name / item.path.lstrip("/"): item.source(self.farm.repos)
+        """Lay out /pfs for the datum; links shared with the previous datum (its blend) stay put.
+
+        Runs once per tile on the hand-off's critical path, so paths are plain strings.
+        """
+        out = os.path.join(self.pfs, "out")
+        try:
+            os.mkdir(out)  # the last datum's output went to the store in one rename
+        except FileNotFoundError:  # the worker's first datum
+            os.makedirs(out)
+        except FileExistsError:  # a failed datum's partial output
+            shutil.rmtree(out)
+            os.mkdir(out)
+        pfs, repos = str(self.pfs), str(self.farm.repos)
+        links = {f"{pfs}/{item.name}{item.path}".rstrip("/"): f"{repos}/{item.repo}{item.path}".rstrip("/")
                  for item in task.datum.inputs}
         for link, target in self._links.items():
             if links.get(link) != target:
-                link.unlink(missing_ok=True)
+                with suppress(FileNotFoundError):
+                    os.unlink(link)
         for link, target in links.items():
             if self._links.get(link) != target:
                 _place_input(target, link)
@@ -462,8 +473,8 @@ class _Slot:
             "PPS_PIPELINE_NAME": self.pipeline,
             "PACH_OUTPUT_COMMIT_ID": self.scope,
         }
-        for item in task.datum.inputs:
-            env[item.name] = str(self.pfs / item.name / item.path.lstrip("/"))
+        for item, link in zip(task.datum.inputs, links, strict=True):
+            env[item.name] = link
             env[f"{item.name}_COMMIT"] = self.scope
             if item.join_key:
                 env[f"PACH_DATUM_{item.name}_JOIN_ON"] = item.join_key
@@ -472,7 +483,7 @@ class _Slot:
     def _finish(self, task: _Task, error: str | None) -> None:
         if error is None:
             try:
-                self.farm.commit_datum(self.pipeline, task.id, self.pfs / "out")
+                self.farm.commit_datum(self.pipeline, task.id, os.path.join(self.pfs, "out"))
             except OSError as failure:
                 error = f"could not store the output: {failure}"
         if error is not None:
@@ -639,16 +650,17 @@ class _ProgressTracker:
         self.on_progress(progress)
 
 
-def _visible_files(folder: Path) -> Iterator[tuple[str, str]]:
+def _visible_files(folder: Path | str) -> Iterator[tuple[str, str]]:
     """(relative POSIX path, full path) of every file under ``folder``, hidden ones left out.
 
-    ``os.walk`` rather than ``Path.rglob``: it runs per tile, and costs fewer system calls.
+    ``os.walk`` and string slicing rather than ``Path.rglob``: it runs per tile.
     """
+    start = len(os.fspath(folder).rstrip(os.sep)) + 1
     for top, _dirs, files in os.walk(folder):
-        prefix = os.path.relpath(top, folder).replace(os.sep, "/")
+        prefix = top[start:].replace(os.sep, "/")
         for name in files:
             if not name.startswith("."):
-                yield (name if prefix == "." else f"{prefix}/{name}"), os.path.join(top, name)
+                yield (f"{prefix}/{name}" if prefix else name), os.path.join(top, name)
 
 
 def _overwrite(path: Path, text: str) -> None:
@@ -666,7 +678,7 @@ def _overwrite(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def _place_input(target: Path, link: Path) -> None:
+def _place_input(target: str, link: str) -> None:
     """Show a datum's input at its /pfs path: a file as a hard link, a directory as a symlink.
 
     A hard link allocates no inode, and removing it frees none. That matters once per
@@ -679,12 +691,12 @@ def _place_input(target: Path, link: Path) -> None:
             os.link(target, link)
             return
         except FileNotFoundError:
-            if not link.parent.exists():  # the first datum of an input: make its folders once
-                link.parent.mkdir(parents=True)
+            if not os.path.exists(os.path.dirname(link)):  # the first datum of an input: make its folders once
+                os.makedirs(os.path.dirname(link))
                 continue
         except OSError:
             pass  # a directory (EPERM), or a file system without hard links
-        link.symlink_to(target)  # a missing target too: the transform then says what is missing
+        os.symlink(target, link)  # a missing target too: the transform then says what is missing
         return
 
 

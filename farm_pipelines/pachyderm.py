@@ -54,9 +54,13 @@ def run_batched(process_datum: Callable[[], None]) -> None:
     """
     worker = python_pachyderm.Client().worker
     error = ""
+    current: dict[str, str] = {}  # what this loop set; most entries stay the same from datum to datum
     while True:
         response = worker.next_datum(error=error)
-        os.environ.update(entry.split("=", 1) for entry in response.env)
+        for entry in response.env:
+            name, value = entry.split("=", 1)
+            if current.get(name) != value:  # setting os.environ costs an encode and a putenv
+                os.environ[name] = current[name] = value
         try:
             process_datum()
             error = ""
