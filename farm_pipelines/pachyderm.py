@@ -1,11 +1,10 @@
 """The boundary to Pachyderm: the only module that imports ``python_pachyderm``.
 
-Pipeline side: ``run_batched`` drives a transform through the Worker API's datum
-batching loop. Local-farm side: ``serve_worker_api`` answers its ``NextDatum``
-calls, as pachd's worker binary does in a pipeline pod. Cluster
-side: ``PachydermBackend`` deploys the three specs, submits jobs to the ``blends``
-repo, follows their job sets and downloads the merged frames; ``deploy_specs``
-prepares the specs with the worker image.
+Local-farm side: ``serve_worker_api`` answers a transform's ``NextDatum`` calls
+(``worker_api.run_batched``) with python-pachyderm's generated servicer, as pachd's
+worker binary does in a pipeline pod. Cluster side: ``PachydermBackend`` deploys
+the three specs, submits jobs to the ``blends`` repo, follows their job sets and
+downloads the merged frames; ``deploy_specs`` prepares the specs with the worker image.
 """
 
 from __future__ import annotations
@@ -41,33 +40,6 @@ from farm_pipelines.manifest import describe_piece
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 T = TypeVar("T")
-
-
-def run_batched(process_datum: Callable[[], None]) -> None:
-    """Call ``process_datum`` once per datum, forever; the worker stops this process when done.
-
-    This is python-pachyderm's ``batch_datum`` loop, except that each datum's
-    environment comes from the ``NextDatum`` response (pachd fills it) rather than
-    from re-reading ``/pfs/.env``: python-dotenv copies the whole environment on
-    every call, which costs more than a small tile. An exception fails only the
-    current datum; it is reported on the next call, and the worker retries it.
-    """
-    worker = python_pachyderm.Client().worker
-    error = ""
-    current: dict[str, str] = {}  # what this loop set; most entries stay the same from datum to datum
-    while True:
-        response = worker.next_datum(error=error)
-        for entry in response.env:
-            name, value = entry.split("=", 1)
-            if current.get(name) != value:  # setting os.environ costs an encode and a putenv
-                os.environ[name] = current[name] = value
-        try:
-            process_datum()
-            error = ""
-        except Exception as failure:  # any failure belongs to this datum alone
-            # Our own failures are sentences already; anything else keeps its type for the log.
-            error = str(failure) if isinstance(failure, (BadInput, FarmFailure)) else repr(failure)
-            print(f"error: {error}", flush=True)
 
 
 class _WorkerApi(worker_pb2_grpc.WorkerServicer):

@@ -21,7 +21,7 @@ from farm_pipelines.blender import entry, session
 from farm_pipelines.blender.encode import FrameEncoder
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import FrameManifest
-from farm_pipelines.pachyderm import run_batched
+from farm_pipelines.worker_api import run_batched
 
 
 def merge_datum() -> None:

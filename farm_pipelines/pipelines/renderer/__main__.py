@@ -14,7 +14,7 @@ from farm_pipelines.blender import entry
 from farm_pipelines.blender.render_tile import TileRenderer
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import SampleChunk, TileSpec
-from farm_pipelines.pachyderm import run_batched
+from farm_pipelines.worker_api import run_batched
 
 
 def render_datum(renderer: TileRenderer, jobs: dict[tuple, Job]) -> None:

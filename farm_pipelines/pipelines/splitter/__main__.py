@@ -16,7 +16,7 @@ from farm_pipelines.blender import entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import plan_frame
-from farm_pipelines.pachyderm import run_batched
+from farm_pipelines.worker_api import run_batched
 
 
 def split_datum() -> None:
