@@ -167,6 +167,7 @@ class LocalFarm:
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._files: dict[tuple[str, str], list[str]] = {}  # (pipeline, datum id) -> what it wrote
         self._early: dict[str, tuple[_ProgressTracker, dict[str, _WorkerPool]]] = {}
 
     # -- Backend ---------------------------------------------------------------------------------
@@ -307,6 +308,7 @@ class LocalFarm:
                 self.log(f"{pipeline}: output {rel} is damaged; the datum will run again")
                 shutil.rmtree(folder, ignore_errors=True)
                 return False
+        self._files[(pipeline, ident)] = list(sizes)
         return True
 
     def commit_datum(self, pipeline: str, ident: str, out: Path | str) -> None:
@@ -319,6 +321,7 @@ class LocalFarm:
         sizes = {rel: os.stat(path).st_size for rel, path in _visible_files(out)}
         with open(os.path.join(out, _FILES), "w", encoding="utf-8") as record:
             record.write(json.dumps(dict(sorted(sizes.items()))))
+        self._files[(pipeline, ident)] = list(sizes)
         destination = self._datum_dir(pipeline, ident)
         try:
             os.replace(out, destination)
@@ -334,8 +337,12 @@ class LocalFarm:
         staging = base / f".{scope}.{uuid.uuid4().hex[:8]}"
         made: set[Path] = set()
         for ident in ids:
-            for rel, path in _visible_files(self._datum_dir(pipeline, ident) / scope):
-                target = staging / rel
+            # Each datum's file list is known from its commit or its resume check: no tree walks.
+            folder = self._datum_dir(pipeline, ident)
+            for rel in self._written(pipeline, ident):
+                if not rel.startswith(f"{scope}/"):
+                    continue
+                path, target = folder / rel, staging / rel.removeprefix(f"{scope}/")
                 if target.parent not in made:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
@@ -347,6 +354,12 @@ class LocalFarm:
             os.replace(final, old)
         os.replace(staging, final)
         shutil.rmtree(old, ignore_errors=True)
+
+    def _written(self, pipeline: str, ident: str) -> list[str]:
+        if (pipeline, ident) not in self._files:
+            record = self._datum_dir(pipeline, ident) / _FILES
+            self._files[(pipeline, ident)] = list(json.loads(record.read_text(encoding="utf-8")))
+        return self._files[(pipeline, ident)]
 
     def _file_hash(self, path: Path) -> str:
         stat = path.stat()
