@@ -13,8 +13,10 @@ multilayer file for Blender's compositor.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import OpenEXR
@@ -24,6 +26,8 @@ import cv2  # noqa: E402  (the EXR switch must be set before import)
 
 from farm_pipelines.errors import FarmFailure  # noqa: E402
 from farm_pipelines.manifest import FrameManifest, SampleChunk, TileSpec  # noqa: E402
+
+T = TypeVar("T")
 
 
 class FrameIncomplete(FarmFailure):
@@ -103,8 +107,7 @@ def _assemble(manifest: FrameManifest,
     origin_x, origin_y = manifest.canvas_origin
     canvas: dict[str, np.ndarray] = {}
     problems: list[str] = []
-    for tile in manifest.tiles:
-        layers, problem = load(tile)
+    for tile, (layers, problem) in zip(manifest.tiles, _load_all(load, manifest.tiles), strict=True):
         rendered = tile.render_box
         name = f"tile {tile.index} {tile.box.as_list()}"
         if layers is None:
@@ -127,6 +130,20 @@ def _assemble(manifest: FrameManifest,
     if problems:
         raise FrameIncomplete(f"frame {manifest.frame}: {_summary(problems, len(manifest.tiles))}")
     return canvas
+
+
+def _load_all(load: Callable[[TileSpec], T], tiles: list[TileSpec], window: int = 64) -> Iterator[T]:
+    """``load`` each tile, in order, on every CPU this process may use.
+
+    The merger runs once the renderers are done, with the machine to itself, and
+    reading a frame of small tiles is most of its work. OpenCV decodes without the
+    GIL (OpenEXR's bindings keep it, so multilayer pieces gain less). At most
+    ``window`` tiles are held at once.
+    """
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
+        for start in range(0, len(tiles), window):
+            yield from pool.map(load, tiles[start:start + window])
 
 
 def _summary(problems: list[str], tiles: int, shown: int = 5) -> str:
