@@ -53,17 +53,19 @@ def write_exr(path: Path, rgba: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def stitch(manifest: FrameManifest, tile_dir: Path) -> np.ndarray:
-    """The frame's canvas, assembled from ``tile_dir/<index>.exr``; areas outside the region stay 0."""
+def stitch(manifest: FrameManifest, tile_dir: Path, readers: int = 1) -> np.ndarray:
+    """The frame's canvas, assembled from ``tile_dir/<index>.exr``; areas outside the region stay 0.
+
+    ``readers`` threads read tiles at once (see ``_load_all``)."""
 
     def load(tile: TileSpec) -> tuple[dict[str, np.ndarray] | None, str]:
         pixels = read_exr(Path(tile_dir) / f"{manifest.piece_name(tile, None)}.exr")
         return (None, "missing or unreadable") if pixels is None else ({"RGBA": pixels}, "")
 
-    return _assemble(manifest, load)["RGBA"]
+    return _assemble(manifest, load, readers)["RGBA"]
 
 
-def stitch_layers(manifest: FrameManifest, tile_dir: Path) -> dict[str, np.ndarray]:
+def stitch_layers(manifest: FrameManifest, tile_dir: Path, readers: int = 1) -> dict[str, np.ndarray]:
     """Every channel of the frame, from ``tile_dir/<piece>.exr`` multilayer pieces, chunks merged."""
 
     def load(tile: TileSpec) -> tuple[dict[str, np.ndarray] | None, str]:
@@ -77,7 +79,7 @@ def stitch_layers(manifest: FrameManifest, tile_dir: Path) -> dict[str, np.ndarr
             return None, "sample chunks differ in passes or size"
         return merge_chunks(pieces), ""
 
-    return _assemble(manifest, load)
+    return _assemble(manifest, load, readers)
 
 
 def merge_chunks(pieces: list[tuple[SampleChunk | None, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -100,14 +102,14 @@ def _shape(layers: dict[str, np.ndarray]) -> tuple[int, ...]:
     return next(iter(layers.values())).shape[:2] if layers else ()
 
 
-def _assemble(manifest: FrameManifest,
-              load: Callable[[TileSpec], tuple[dict[str, np.ndarray] | None, str]]) -> dict[str, np.ndarray]:
+def _assemble(manifest: FrameManifest, load: Callable[[TileSpec], tuple[dict[str, np.ndarray] | None, str]],
+              readers: int) -> dict[str, np.ndarray]:
     """Place each tile's arrays at its offset, cropping overscan; areas outside the region stay 0."""
     width, height = manifest.canvas_size
     origin_x, origin_y = manifest.canvas_origin
     canvas: dict[str, np.ndarray] = {}
     problems: list[str] = []
-    for tile, (layers, problem) in zip(manifest.tiles, _load_all(load, manifest.tiles), strict=True):
+    for tile, (layers, problem) in zip(manifest.tiles, _load_all(load, manifest.tiles, readers), strict=True):
         rendered = tile.render_box
         name = f"tile {tile.index} {tile.box.as_list()}"
         if layers is None:
@@ -132,16 +134,16 @@ def _assemble(manifest: FrameManifest,
     return canvas
 
 
-def _load_all(load: Callable[[TileSpec], T], tiles: list[TileSpec], window: int = 64) -> Iterator[T]:
-    """``load`` each tile, in order, on every CPU this process may use.
+def _load_all(load: Callable[[TileSpec], T], tiles: list[TileSpec], readers: int,
+              window: int = 64) -> Iterator[T]:
+    """``load`` each tile, in order, ``readers`` at a time.
 
-    The merger runs once the renderers are done, with the machine to itself, and
-    reading a frame of small tiles is most of its work. OpenCV decodes without the
-    GIL (OpenEXR's bindings keep it, so multilayer pieces gain less). At most
+    The merger runs once the renderers are done, with its worker's CPUs to itself,
+    and reading a frame of small tiles is most of its work. OpenCV decodes without
+    the GIL (OpenEXR's bindings keep it, so multilayer pieces gain less). At most
     ``window`` tiles are held at once.
     """
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, 8))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, readers)) as pool:
         for start in range(0, len(tiles), window):
             yield from pool.map(load, tiles[start:start + window])
 

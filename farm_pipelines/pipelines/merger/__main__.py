@@ -12,6 +12,7 @@ the good frames of the job still land.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def merge_datum() -> None:
     manifests = sorted((FrameManifest.load(p) for p in manifests_dir.glob("*/manifest.json")),
                        key=lambda m: m.frame)
     failures: list[str] = []
+    readers = pfs.threads() or os.cpu_count() or 1  # the CPUs this worker was given
     with tempfile.TemporaryDirectory(prefix="farm-merge-") as scratch:
         for manifest in manifests:
             pieces = tiles_dir / f"{manifest.frame:06d}"
@@ -41,9 +43,9 @@ def merge_datum() -> None:
             destination = out / f"{manifest.frame:06d}{encoder.extension}"
             try:
                 if manifest.farm_composites:
-                    merge.write_layers(linear, merge.stitch_layers(manifest, pieces))
+                    merge.write_layers(linear, merge.stitch_layers(manifest, pieces, readers))
                 else:
-                    merge.write_exr(linear, merge.stitch(manifest, pieces))
+                    merge.write_exr(linear, merge.stitch(manifest, pieces, readers))
             except merge.FrameIncomplete as error:
                 failures.append(str(error))
                 print(f"merger: {error}", flush=True)
