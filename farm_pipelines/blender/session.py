@@ -15,12 +15,15 @@ from farm_pipelines.tiles import Box, border_region, render_size
 
 
 def open_untrusted(path: Path) -> bpy.types.Scene:
-    """Load ``path`` from factory settings with Python disabled and return its active scene.
+    """Load ``path`` with Python disabled and return its active scene.
 
-    Factory settings first, so no user add-on or startup file takes part;
     ``use_scripts=False`` so registered text blocks and Python drivers never run.
+    No user add-on or startup file takes part because the farm starts every Blender
+    process with ``--factory-startup`` and private user resources (``Host.scratch``).
+    Never ``wm.read_factory_settings`` here: it re-syncs extension wheels against a
+    state with no extension enabled, which deletes them from the user's extensions
+    folder whenever that folder is shared (tests/test_real_blender.py checks it).
     """
-    bpy.ops.wm.read_factory_settings(use_empty=True)
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
     try:
         bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)

@@ -1,0 +1,207 @@
+"""Drive a real Blender's UI as an artist would: run inside it with ``--enable-event-simulate``.
+
+``blender --enable-event-simulate scene.blend --python tests/gui_session.py -- REPORT.json OUT1 OUT2 SHOTS``
+
+Blender's own UI tests drive the UI the same way: a timer steps through a
+generator, and keyboard input goes through ``Window.event_simulate``, so the
+events take Blender's real path (keymaps, menu search, operator invoke, the
+add-on's own ``bpy.app.timers`` callback). Nothing here calls the add-on's
+operators or its timer directly: jobs start and stop through the Render menu,
+found with F3 menu search as a user finds it. What the session saw goes to
+REPORT.json for the test to judge; screenshots go to SHOTS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+import bpy
+
+REPORT, OUT_FINISHED, OUT_CANCELLED, SHOTS = sys.argv[sys.argv.index("--") + 1:][:4]
+ADDON = "bl_ext.user_default.pachyderm_farm"
+LIMIT_S = 300  # the whole session; the test's own timeout is longer
+
+report: dict = {"jobs": [], "error": None}
+
+
+def window() -> bpy.types.Window:
+    return bpy.context.window_manager.windows[0]
+
+
+def area_of(kind: str) -> bpy.types.Area | None:
+    return next((area for area in window().screen.areas if area.type == kind), None)
+
+
+def press(kind: str, unicode: str | None = None, **modifiers) -> None:
+    extra = {"unicode": unicode} if unicode else {}
+    window().event_simulate(type=kind, value="PRESS", **extra, **modifiers)
+    window().event_simulate(type=kind, value="RELEASE", **modifiers)
+
+
+def type_text(text: str) -> None:
+    for char in text:
+        press("SPACE" if char == " " else char.upper(), unicode=char)
+
+
+def menu_search(label: str):
+    """F3, type the menu item's label, Enter: one timer step between each, as a person types."""
+    target = area_of("IMAGE_EDITOR")
+    window().event_simulate(type="MOUSEMOVE", value="NOTHING", x=target.x + target.width // 2,
+                            y=target.y + target.height // 2)
+    yield 0.3
+    press("F3")
+    yield 0.5
+    type_text(label)
+    yield 0.8
+    press("RET")
+    yield 0.3
+
+
+def screenshot(name: str) -> None:
+    """Copy the X server's framebuffer as it is now (Xvfb ``-fbdir`` keeps it in an XWD file).
+
+    Blender's own ``screen.screenshot`` reads back an OpenGL buffer, which is black under Xvfb.
+    """
+    with open(os.path.join(SHOTS, "Xvfb_screen0"), "rb") as screen:
+        pixels = screen.read()
+    path = os.path.join(SHOTS, name + ".xwd")
+    with open(path, "wb") as shot:
+        shot.write(pixels)
+    report.setdefault("screenshots", []).append(path)
+
+
+def job_state():
+    return bpy.context.window_manager.render_farm_job
+
+
+def blender_children() -> list[str]:
+    """Processes descended from this Blender: the farm's workers, if any are left."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)
+            names[int(entry)] = fields[0].split("(", 1)[1]
+            parents[int(entry)] = int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    mine, found = {os.getpid()}, True
+    while found:
+        found = False
+        for pid, parent in parents.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    return [f"{pid} {names[pid]}" for pid in sorted(mine - {os.getpid()})]
+
+
+def watch(job: dict, cancel_after_tiles: int | None):
+    """Sample the add-on's job state on every step until the job ends; optionally cancel mid-job."""
+    state = job_state()
+    started = time.monotonic()
+    shot_taken = False
+    cancel_sent = False
+    while state.state in ("IDLE",) and time.monotonic() - started < 10:
+        yield 0.1  # the operator has not run yet
+    while state.state == "RUNNING":
+        job["samples"].append({"t": round(time.monotonic() - started, 2), "fraction": state.fraction,
+                               "tiles_done": state.tiles_done, "tiles_total": state.tiles_total,
+                               "frames_merged": state.frames_merged, "message": state.message})
+        if not shot_taken and 0 < state.fraction < 1 and cancel_after_tiles is None:
+            screenshot("progress")
+            shot_taken = True
+        if cancel_after_tiles is not None and not cancel_sent and state.tiles_done >= cancel_after_tiles:
+            job["cancelled_at_tiles"] = state.tiles_done
+            cancel_sent = True
+            yield from menu_search("cancel farm job")
+            continue
+        if time.monotonic() - started > LIMIT_S / 2:
+            raise TimeoutError(f"job still running after {LIMIT_S / 2} s: {state.message}")
+        yield 0.1
+    job["state"], job["message"] = state.state, state.message
+    job["warnings"] = state.warnings
+
+
+def images_report() -> dict:
+    editor = area_of("IMAGE_EDITOR")
+    shown = editor.spaces.active.image if editor else None
+    return {"images": {image.name: bpy.path.abspath(image.filepath) for image in bpy.data.images
+                       if image.source == "FILE"},
+            "shown": shown.name if shown else None,
+            "shown_size": list(shown.size) if shown else None,
+            "frames": [(item.frame, item.filepath, item.image) for item in job_state().frames]}
+
+
+def session():
+    yield 1.0  # let the window draw once
+    # An artist's layout: an Image Editor open beside the Properties editor on its Render tab.
+    area_of("VIEW_3D").type = "IMAGE_EDITOR"
+    properties = area_of("PROPERTIES")
+    properties.spaces.active.context = "RENDER"
+    scene = bpy.context.scene
+    prefs = bpy.context.preferences.addons[ADDON].preferences
+    prefs.local_workers = 2
+    report["extension_enabled"] = ADDON in bpy.context.preferences.addons
+    report["blender"] = bpy.app.version_string
+    report["binary"] = bpy.app.binary_path
+
+    farm = scene.render_farm
+    farm.tile_size, farm.tile_width, farm.tile_height = "CUSTOM", 32, 32
+    farm.output_folder = OUT_FINISHED
+    yield 0.5
+    finished = {"samples": []}
+    report["jobs"].append(finished)
+    yield from menu_search("render to farm")
+    yield from watch(finished, cancel_after_tiles=None)
+    finished["children_after"] = blender_children()
+    yield 1.0  # the Image Editor redraws with the last frame
+    finished.update(images_report())
+    screenshot("finished")
+
+    # A second job, slow enough to be cancelled mid-way: many small tiles of many samples.
+    # Its frames are not the plain render's, so the test checks what it leaves, not its pixels.
+    farm.tile_width = farm.tile_height = 16
+    scene.cycles.samples = 4096
+    farm.output_folder = OUT_CANCELLED
+    yield 0.5
+    cancelled = {"samples": []}
+    report["jobs"].append(cancelled)
+    yield from menu_search("render to farm")
+    yield from watch(cancelled, cancel_after_tiles=1)
+    deadline = time.monotonic() + 15
+    while blender_children() and time.monotonic() < deadline:
+        yield 0.2
+    cancelled["children_after"] = blender_children()
+
+
+def run_session() -> None:
+    steps = session()
+    started = time.monotonic()
+
+    def step() -> float | None:
+        try:
+            if time.monotonic() - started > LIMIT_S:
+                raise TimeoutError(f"the GUI session took more than {LIMIT_S} s")
+            return next(steps)
+        except StopIteration:
+            pass
+        except Exception:
+            report["error"] = traceback.format_exc()
+        with open(REPORT + ".partial", "w") as handle:
+            json.dump(report, handle, indent=1)
+        os.replace(REPORT + ".partial", REPORT)
+        with bpy.context.temp_override(window=window()):
+            bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(step, first_interval=1.0)
+
+
+run_session()
