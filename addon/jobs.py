@@ -1,9 +1,12 @@
 """The running farm job: a background thread does the farm's file and network work, the main thread shows it.
 
-The thread never touches bpy. It puts the farm's events on a ``queue.Queue``;
-``drain`` applies them to ``window_manager.render_farm_job`` and loads finished
-frames, on the main thread. In Blender a ``bpy.app.timers`` callback (``timer``)
-calls it; ``wait`` calls it in a loop for scripts, and tests call ``timer`` by hand.
+The thread never touches bpy. It puts the farm's events (one dataclass per kind,
+``farm_pipelines.events``) on a ``queue.Queue``; ``drain`` applies them to
+``window_manager.render_farm_job`` and loads finished frames, on the main thread.
+The panel shows what an artist needs (the tile size Auto chose, warnings, the
+outcome); how the farm goes about the job goes to the system console. In Blender
+a ``bpy.app.timers`` callback (``timer``) calls ``drain``; ``wait`` calls it in a
+loop for scripts, and tests call ``timer`` by hand.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from pathlib import Path
 import bpy
 
 from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.events import Caution, Detail, Done, FarmEvent, FrameDone, Info, ProgressUpdate
 
-from . import images
+from . import dependencies, images
 from .properties import FarmJobState
 from .submit import Submission
 
 TIMER_INTERVAL = 0.25  # seconds; often enough for a smooth bar, rare enough to cost nothing
+PREPARING = "Preparing the scene..."
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class Finished:
 class FarmJob:
     def __init__(self, submission: Submission) -> None:
         self.submission = submission
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue[FarmEvent | Finished] = queue.Queue()
         self.cancel = threading.Event()
         self.thread = threading.Thread(target=self._run, name="pachyderm-farm-job", daemon=True)
 
@@ -49,13 +54,14 @@ class FarmJob:
             error = str(failure)
         except Exception as failure:  # the panel must say something, whatever went wrong
             traceback.print_exc(file=sys.stderr)
-            error = f"unexpected error: {failure!r} (details in the system console)"
+            error = _unexpected(failure)
         finally:
             self.submission.blend.unlink(missing_ok=True)
             self.events.put(Finished(error, self.cancel.is_set()))
 
     def _render(self) -> None:
-        # Imported here, off the main thread: they need the extension's wheels (checked before submitting).
+        # Imported here, once a job runs and off the main thread: grpc, OpenCV and python-pachyderm take
+        # a while to load and the panel never needs them.
         from farm_pipelines.pachyderm import PachydermBackend
         from farm_pipelines.submission import render
 
@@ -65,6 +71,14 @@ class FarmJob:
             backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls)
         render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
                on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name)
+
+
+def _unexpected(failure: Exception) -> str:
+    """A wheel that is installed but does not load is named as a missing package; anything else is a bug."""
+    package = dependencies.package_for(failure.name or "") if isinstance(failure, ImportError) else None
+    if package is not None:
+        return dependencies.message([package])
+    return f"unexpected error: {failure!r} (details in the system console)"
 
 
 _active: FarmJob | None = None
@@ -80,7 +94,7 @@ def start(context: bpy.types.Context, submission: Submission) -> FarmJob:
     state: FarmJobState = context.window_manager.render_farm_job
     state.state = "RUNNING"
     state.job_name = submission.display_name
-    state.message = "Preparing the scene..."
+    state.message = PREPARING
     state.warnings = ""
     state.fraction = 0.0
     state.tiles_done = state.tiles_total = state.frames_merged = state.frames_total = 0
@@ -119,25 +133,27 @@ def drain(context: bpy.types.Context) -> bool:
     return _active is job
 
 
-def _apply(context: bpy.types.Context, state: FarmJobState, event) -> None:
-    if event.kind == "progress" and event.progress is not None:
+def _apply(context: bpy.types.Context, state: FarmJobState, event: FarmEvent) -> None:
+    if isinstance(event, ProgressUpdate):
         progress = event.progress
         state.fraction = progress.fraction
         state.tiles_done, state.tiles_total = progress.tiles_done, progress.tiles_total
         state.frames_merged, state.frames_total = progress.frames_merged, progress.frames_total
         state.eta_seconds = -1.0 if progress.eta_seconds is None else progress.eta_seconds
-    elif event.kind == "info":  # e.g. the tile size "Auto" chose, or how many tiles are left to render
+        if state.message == PREPARING:  # the bar says the rest
+            state.message = ""
+    elif isinstance(event, Info | Done):
         state.message = event.message
-    elif event.kind == "frame" and event.path is not None:
+    elif isinstance(event, Detail):
+        print(f"farm: {event.message}", file=sys.stderr)
+    elif isinstance(event, FrameDone):
         image = images.load_frame(Path(event.path))
         item = state.frames.add()
         item.frame, item.filepath, item.image = event.frame, str(event.path), image.name
         images.show(context, image)
-    elif event.kind == "warning":
+    elif isinstance(event, Caution):
         print(f"warning: {event.message}", file=sys.stderr)
         state.warnings = "\n".join(filter(None, [state.warnings, event.message]))
-    elif event.kind == "done":
-        state.message = event.message
 
 
 def _finish(state: FarmJobState, finished: Finished) -> None:

@@ -1,4 +1,4 @@
-"""Render to Farm and Cancel: the buttons of the Render Farm panel."""
+"""Render to Farm and Cancel Farm Job: the Render Farm panel's buttons and the Render menu's entries."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class FARM_OT_render_to_farm(Operator):  # noqa: N801  (Blender's operator namin
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         state = context.window_manager.render_farm_job
-        missing = dependencies.missing()
+        missing = dependencies.missing(context.scene.render_farm.backend)
         if missing:
             return self._fail(state, dependencies.message(missing))
         try:
@@ -63,12 +63,15 @@ class FARM_OT_cancel_job(Operator):  # noqa: N801
     """Stop the running farm job; finished frames stay in the output folder"""
 
     bl_idname = "farm.cancel_job"
-    bl_label = "Cancel"
+    bl_label = "Cancel Farm Job"
     bl_options = {"REGISTER"}
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return jobs.running()
+        if not jobs.running():
+            cls.poll_message_set("No farm job is running")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         jobs.cancel()

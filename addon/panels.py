@@ -1,11 +1,16 @@
-"""The Render Farm panel in Render Properties, and the list of finished frames."""
+"""The Render Farm panel at the top of Render Properties, and the list of finished frames.
+
+Drawing runs many times a second while the mouse moves: it reads settings and the
+job's state and cached checks only, never imports the farm's heavy packages nor
+touches the disk.
+"""
 
 from __future__ import annotations
 
 import bpy
 from bpy.types import Panel, UIList
 
-from . import dependencies, preferences
+from . import dependencies, preferences, submit
 from .properties import FarmFrame, FarmJobState, FarmSettings
 
 
@@ -23,12 +28,15 @@ class RENDER_PT_farm(Panel):  # noqa: N801
     bl_space_type = "PROPERTIES"
     bl_region_type = "WINDOW"
     bl_context = "render"
+    # Blender's and Cycles' render panels have order 0 and come before any add-on's with the same order,
+    # so 0 put the farm below a dozen of them; below 0 it is the first panel of Render Properties.
+    bl_order = -1
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        missing = dependencies.missing()
+        missing = dependencies.missing(context.scene.render_farm.backend)
         if missing:
             box = layout.box()
             box.alert = True
@@ -53,6 +61,10 @@ def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: 
         sub.prop(farm, "tile_height", text="Height")
     elif farm.tile_size == "AUTO":
         col.label(text="Tile size is chosen when the job is submitted", icon="INFO")
+    col.prop(farm, "overscan")
+    sub = col.column()
+    sub.active = scene.render.engine == "CYCLES"
+    sub.prop(farm, "sample_chunks")
     col.prop(scene.render, "use_border", text="Render Region")
     sub = col.column()
     sub.active = scene.render.use_border
@@ -64,7 +76,10 @@ def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: 
         frames.prop(farm, "frame_end")
     frames.prop(farm, "frame_step")
     col.prop(farm, "file_format")
-    col.prop(farm, "output_folder")
+    folder = col.column()
+    folder.alert = submit.output_folder_problem(farm) is not None
+    folder.prop(farm, "output_folder")
+    col.prop(farm, "strict")
 
 
 def draw_job(layout: bpy.types.UILayout, job: FarmJobState) -> None:

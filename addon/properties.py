@@ -78,9 +78,23 @@ class FarmSettings(PropertyGroup):
                ("OPEN_EXR", "OpenEXR", "Scene-linear float OpenEXR frames")],
         default="PNG",
     )
+    # Blender draws a path red when it starts with '//' and the property does not say it supports that;
+    # the farm resolves '//' against the saved .blend file (submit.output_folder).
     output_folder: StringProperty(
         name="Output Folder", subtype="DIR_PATH", default="//render_farm/",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
         description="Where finished frames are kept; '//' is the folder of the .blend file")
+    overscan: IntProperty(
+        name="Overscan", default=0, min=0, soft_max=64, max=4096, subtype="PIXEL",
+        description="Extra pixels rendered around each tile and cropped when the frame is stitched, "
+                    "for effects that reach across tile borders")
+    sample_chunks: IntProperty(
+        name="Sample Chunks", default=1, min=1, soft_max=16, max=1024,
+        description="Split each frame's samples over this many workers too, for frames with few tiles "
+                    "(Cycles only; adaptive sampling is turned off)")
+    strict: BoolProperty(
+        name="Strict", default=False,
+        description="Refuse the job if the scene refers to missing files, instead of rendering without them")
 
 
 class FarmFrame(PropertyGroup):

@@ -54,9 +54,13 @@ def from_context(context: bpy.types.Context) -> Submission:
         raise BadInput(f"scene {scene.name!r} has no active camera; set one in Scene Properties")
     pachyderm = None
     if farm.backend == "PACHYDERM":
+        offline = online_access_problem()
+        if offline:
+            raise BadInput(offline)
         pachyderm = Pachyderm(prefs.address.strip() or None, prefs.token, prefs.use_tls)
     settings = JobSettings(tile=tile_size(farm, prefs.default_tile), frames=frame_range(farm),
-                           file_format=farm.file_format)
+                           file_format=farm.file_format, overscan=farm.overscan, strict=farm.strict,
+                           sample_chunks=farm.sample_chunks)
     out_dir = output_folder(farm)
     stem = Path(bpy.data.filepath).stem if bpy.data.filepath else "untitled"
     return Submission(
@@ -88,14 +92,33 @@ def frame_range(farm: FarmSettings) -> FrameRange:
     return FrameRange(farm.frame_start, farm.frame_end, farm.frame_step)
 
 
-def output_folder(farm: FarmSettings) -> Path:
+def online_access_problem() -> str | None:
+    """Why Blender's rules forbid connecting to a cluster now, if they do; the local farm needs no network."""
+    if bpy.app.online_access:
+        return None
+    if bpy.app.online_access_override:
+        return ("online access is off because Blender was started in offline mode: restart it without "
+                "--offline-mode to render on Pachyderm, or use the Local backend")
+    return ("online access is off: allow it in Preferences > System > Network to render on Pachyderm, "
+            "or use the Local backend")
+
+
+def output_folder_problem(farm: FarmSettings) -> str | None:
+    """Why the output folder cannot be used as it is written, if it cannot; cheap enough to ask on every draw."""
     folder = farm.output_folder.strip()
     if not folder:
-        raise BadInput("no output folder: choose one in the Render Farm panel")
+        return "no output folder: choose one in the Render Farm panel"
     if folder.startswith("//") and not bpy.data.filepath:
-        raise BadInput(f"output folder {folder!r} is relative to the .blend file, which is not saved yet: "
-                       f"save the file or choose an absolute folder")
-    return Path(bpy.path.abspath(folder))
+        return (f"output folder {folder!r} is relative to the .blend file, which is not saved yet: "
+                f"save the file or choose an absolute folder")
+    return None
+
+
+def output_folder(farm: FarmSettings) -> Path:
+    problem = output_folder_problem(farm)
+    if problem:
+        raise BadInput(problem)
+    return Path(bpy.path.abspath(farm.output_folder.strip()))
 
 
 def save_copy(stem: str) -> Path:

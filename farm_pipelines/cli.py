@@ -14,8 +14,9 @@ from pathlib import Path
 from farm_pipelines import cluster_commands
 from farm_pipelines.backend import Progress
 from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.events import Caution, Detail, FarmEvent, Info, ProgressUpdate
 from farm_pipelines.job import FORMATS, JobSettings, TileSize, parse_frames, parse_tile
-from farm_pipelines.submission import FarmEvent, render
+from farm_pipelines.submission import render
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,10 +88,11 @@ class _ProgressBar:
         self._shown = False
 
     def event(self, event: FarmEvent) -> None:
-        if event.kind in ("info", "warning"):
-            prefix = "warning: " if event.kind == "warning" else ""
-            self._print(f"{prefix}{event.message}", newline=True)
-        elif event.kind == "progress" and event.progress:
+        if isinstance(event, Info | Detail):  # a terminal shows how the farm goes about the job too
+            self._print(event.message, newline=True)
+        elif isinstance(event, Caution):
+            self._print(f"warning: {event.message}", newline=True)
+        elif isinstance(event, ProgressUpdate):
             self._progress(event.progress)
 
     def _progress(self, p: Progress) -> None:

@@ -1,7 +1,8 @@
 """From a .blend on disk to frames in a folder: check, make self-contained, submit, follow, fetch.
 
 The CLI and the add-on both call ``render``; it blocks, so the add-on runs it on
-a background thread and turns ``FarmEvent``s into UI updates on the main thread.
+a background thread and turns the events it emits (``farm_pipelines.events``) into
+UI updates on the main thread.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from farm_pipelines.atomic_files import write_text
-from farm_pipelines.backend import Backend, Progress
+from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
 from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.events import Caution, Detail, Done, FarmEvent, FrameDone, Info, ProgressUpdate
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.job_lock import job_lock
@@ -31,15 +32,6 @@ from farm_pipelines.local_farm import LocalFarm, default_state_dir
 from farm_pipelines.pipelines import load_spec
 from farm_pipelines.tile_size import Costs, Shot, choose
 from farm_pipelines.tiles import Box
-
-
-@dataclass(frozen=True)
-class FarmEvent:
-    kind: str  # "info", "warning", "progress", "frame" or "done"
-    message: str = ""
-    progress: Progress | None = None
-    frame: int | None = None
-    path: Path | None = None
 
 
 def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backend | None = None,
@@ -59,12 +51,12 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     out_dir = check_out_dir(Path(out_dir))
     state = Path(state_dir) if state_dir else default_state_dir()
     backend = backend or LocalFarm(state, workers=workers, host=host,
-                                   log=lambda message: emit(FarmEvent("info", message)))
+                                   log=lambda message: emit(Detail(message)))
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
     _check_state_dir(state)
     with _disk_full_is_failure(f"writing farm state in {state}"), \
-            job_lock(state, job.name, lambda message: emit(FarmEvent("info", message))), \
+            job_lock(state, job.name, lambda message: emit(Info(message))), \
             backend.starting(job.name):
         return _submit(blend, job, out_dir, state, backend, host, emit, cancel)
 
@@ -75,22 +67,22 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
     job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend))
     if asked.auto:
         width, height = facts["frame_size"]
-        emit(FarmEvent("info", f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
-                               f"of {width}x{height} on {worker_count(backend)} worker(s)"))
+        emit(Info(f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
+                  f"of {width}x{height} on {worker_count(backend)} worker(s)"))
     for path in facts["missing"]:
-        emit(FarmEvent("warning", f"missing file: {path} (the farm renders without it)"))
+        emit(Caution(f"missing file: {path} (the farm renders without it)"))
     for path in facts["unpacked"]:
-        emit(FarmEvent("warning", f"not packed into the job: {path} (this machine reads it in place; "
-                                  "a cluster's workers will not have it)"))
+        emit(Caution(f"not packed into the job: {path} (this machine reads it in place; "
+                      "a cluster's workers will not have it)"))
 
     frames: list[Path] = []
 
     def on_frame(frame: int, path: Path) -> None:
         frames.append(path)
-        emit(FarmEvent("frame", frame=frame, path=path))
+        emit(FrameDone(frame, path))
 
     try:
-        backend.run(job, job_files, lambda progress: emit(FarmEvent("progress", progress=progress)), cancel)
+        backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel)
     except FarmFailure:
         if not cancel.is_set():  # keep the frames that did finish, then report what failed
             with contextlib.suppress(FarmFailure, OSError):  # the run's error says more than the fetch's
@@ -100,7 +92,7 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         errors = backend.fetch_frames(job, out_dir, on_frame)
     if errors:
         raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
-    emit(FarmEvent("done", f"{len(frames)} frame(s) in {out_dir}"))
+    emit(Done(f"{len(frames)} frame(s) in {out_dir}"))
     return frames
 
 

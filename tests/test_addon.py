@@ -7,6 +7,7 @@ the add-on's timer callback by hand, exactly as Blender's event loop would.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import time
@@ -25,6 +26,13 @@ MODULE = "bl_ext.farm_test.pachyderm_farm"
 TOKEN = "pachyderm-token-4f1c9e27-do-not-leak"
 
 
+class Call(tuple):
+    """``(method, args, kwargs)`` of one drawing call, and whether Blender draws it red (``alert`` set on its
+    layout or on one around it)."""
+
+    alert: bool
+
+
 class RecordingLayout:
     """Stands in for ``UILayout``: records each call, checked against the real UILayout's RNA.
 
@@ -34,14 +42,17 @@ class RecordingLayout:
 
     _RNA = bpy.types.UILayout.bl_rna
 
-    def __init__(self, calls: list[tuple[str, tuple, dict]]) -> None:
+    def __init__(self, calls: list[Call], parent: RecordingLayout | None = None) -> None:
         object.__setattr__(self, "calls", calls)
+        object.__setattr__(self, "parent", parent)
 
     def __setattr__(self, name: str, value) -> None:
         assert name in self._RNA.properties, f"UILayout has no attribute {name!r}"
         object.__setattr__(self, name, value)
 
     def __getattr__(self, method: str):
+        if method in self._RNA.properties:  # read before it was set, as Blender's menus read operator_context
+            return self._RNA.properties[method].default
         assert method in self._RNA.functions, f"UILayout has no method {method!r}"
         parameters = self._RNA.functions[method].parameters
 
@@ -55,19 +66,35 @@ class RecordingLayout:
             if method == "operator":
                 category, name = args[0].split(".")
                 assert hasattr(getattr(bpy.ops, category), name), args[0]
-            self.calls.append((method, args, kwargs))
-            return RecordingLayout(self.calls) if method in ("row", "column", "box", "split") else None
+            call = Call((method, args, kwargs))
+            call.alert = self._alerted()
+            self.calls.append(call)
+            if method == "operator":
+                return SimpleNamespace()  # the operator's properties, which menus set
+            return RecordingLayout(self.calls, self) if method in ("row", "column", "box", "split") else None
 
         return record
 
+    def _alerted(self) -> bool:
+        layout = self
+        while layout is not None:
+            if layout.__dict__.get("alert"):
+                return True
+            layout = layout.parent
+        return False
 
-def draw_panel() -> list[tuple[str, tuple, dict]]:
-    calls: list[tuple[str, tuple, dict]] = []
+
+def draw_panel() -> list[Call]:
+    calls: list[Call] = []
     bpy.types.RENDER_PT_farm.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
     return calls
 
 
-def texts(calls: list[tuple[str, tuple, dict]], method: str) -> list[str]:
+def drawn_prop(calls: list[Call], name: str) -> Call:
+    return next(call for call in calls if call[0] == "prop" and call[1][1] == name)
+
+
+def texts(calls: list[Call], method: str) -> list[str]:
     return [kwargs.get("text", "") for name, _, kwargs in calls if name == method]
 
 
@@ -144,8 +171,20 @@ def assert_frames_loaded(job, out_dir: Path, size: tuple[int, int]) -> None:
         np.testing.assert_allclose(pixels_of(image), file_pixels(path), atol=1e-6)
 
 
-def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: ModuleType,
-                                                                    scene: bpy.types.Scene) -> None:
+@pytest.fixture
+def online_access(request: pytest.FixtureRequest) -> bool:
+    """Blender's "Allow Online Access" preference, set for one test; Blender reads it at once."""
+    system = bpy.context.preferences.system
+    before = system.use_online_access
+    system.use_online_access = request.param
+    assert bpy.app.online_access == request.param
+    yield request.param
+    system.use_online_access = before
+
+
+@pytest.mark.parametrize("online_access", [False], indirect=True)  # the local farm needs no network
+def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: ModuleType, scene: bpy.types.Scene,
+                                                                    online_access: bool) -> None:
     render = scene.render
     render.use_border, render.use_crop_to_border = True, False
     render.border_min_x, render.border_max_x, render.border_min_y, render.border_max_y = 0.25, 0.75, 0.25, 0.75
@@ -175,6 +214,8 @@ def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: Modul
     assert "Render to Farm" in [kwargs.get("text", "Render to Farm") for name, args, kwargs in calls
                                 if name == "operator" and args[0] == "farm.render_to_farm"]
     assert any(name == "template_list" and args[0] == "FARM_UL_frames" for name, args, _ in calls)
+    drawn = {args[1] for name, args, _ in calls if name == "prop"}
+    assert {"overscan", "sample_chunks", "strict", "output_folder"} <= drawn
 
 
 def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
@@ -209,16 +250,6 @@ def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.typ
     assert image_editor.spaces.active.image == bpy.data.images[job.frames[-1].image]
 
 
-def test_cancel_stops_the_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
-    assert bpy.ops.farm.render_to_farm() == {"FINISHED"}
-    assert bpy.ops.farm.cancel_job() == {"FINISHED"}
-    while addon.jobs.timer() is not None:
-        time.sleep(0.05)
-    bpy.app.timers.unregister(addon.jobs.timer)
-    assert bpy.context.window_manager.render_farm_job.state == "CANCELLED"
-    assert bpy.ops.farm.render_to_farm.poll()
-
-
 def test_errors_reach_the_panel_and_the_report(addon: ModuleType, scene: bpy.types.Scene, tmp_path: Path) -> None:
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
@@ -234,7 +265,9 @@ def test_errors_reach_the_panel_and_the_report(addon: ModuleType, scene: bpy.typ
         bpy.ops.farm.render_to_farm(wait=True)
 
 
-def test_unreachable_pachyderm_is_an_error_not_a_traceback(addon: ModuleType, scene: bpy.types.Scene) -> None:
+@pytest.mark.parametrize("online_access", [True], indirect=True)
+def test_unreachable_pachyderm_is_an_error_not_a_traceback(addon: ModuleType, scene: bpy.types.Scene,
+                                                           online_access: bool) -> None:
     prefs = addon.preferences.get(bpy.context)
     address = prefs.address
     prefs.address = "127.0.0.1:9"
@@ -272,11 +305,21 @@ def test_missing_dependencies_are_named(addon: ModuleType, scene: bpy.types.Scen
     assert any("opencv-python-headless" in text for text in texts(draw_panel(), "label"))
     with pytest.raises(RuntimeError, match="opencv-python-headless"):
         bpy.ops.farm.render_to_farm(wait=True)
+    scene.render_farm.backend = "PACHYDERM"
+    assert addon.dependencies.missing("PACHYDERM") == (), "a cluster's client needs no OpenCV"
+    job_message = bpy.context.window_manager.render_farm_job.message
+    assert [text for text in texts(draw_panel(), "label") if "opencv" in text] == [job_message], \
+        "the panel warns no more; only the failed job's message names it"
+
+    monkeypatch.undo()  # the wheel is back: enabling again finds it
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    bpy.ops.preferences.addon_enable(module=MODULE)
+    assert addon.dependencies.missing() == ()
 
 
 def test_preferences_draw_every_setting(addon: ModuleType) -> None:
     prefs = addon.preferences.get(bpy.context)
-    calls: list[tuple[str, tuple, dict]] = []
+    calls: list[Call] = []
 
     class Drawn:  # the preferences, with a recording layout
         layout = RecordingLayout(calls)
@@ -290,8 +333,11 @@ def test_preferences_draw_every_setting(addon: ModuleType) -> None:
     assert prefs.bl_rna.properties["token"].subtype == "PASSWORD"
 
 
-def test_auto_tile_size_is_chosen_and_shown(addon: ModuleType, scene: bpy.types.Scene,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_panel_shows_what_an_artist_needs_and_the_job_gets_the_cli_settings(
+        addon: ModuleType, scene: bpy.types.Scene, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture) -> None:
+    """Auto's tile size, then the outcome, in the panel; the farm's internals on the console only.
+    Overscan and sample chunks reach the farm's job.json, and the frames stay those of the files."""
     messages = []
     apply = addon.jobs._apply
 
@@ -300,7 +346,8 @@ def test_auto_tile_size_is_chosen_and_shown(addon: ModuleType, scene: bpy.types.
         messages.append(state.message)
 
     monkeypatch.setattr(addon.jobs, "_apply", recording_apply)
-    scene.render_farm.tile_size = "AUTO"
+    farm = scene.render_farm
+    farm.tile_size, farm.overscan, farm.sample_chunks = "AUTO", 3, 2
     assert bpy.ops.farm.render_to_farm() == {"FINISHED"}
     job = bpy.context.window_manager.render_farm_job
     deadline = time.monotonic() + 300
@@ -311,5 +358,85 @@ def test_auto_tile_size_is_chosen_and_shown(addon: ModuleType, scene: bpy.types.
 
     assert job.state == "FINISHED", job.message
     assert any(m.startswith("tile size auto:") for m in messages), messages
+    assert not any("datum" in m for m in messages), messages
+    assert job.message == f"2 frame(s) in {farm.output_folder}"
+    assert "farm: renderer: " in capfd.readouterr().err, "the farm's internals still reach the console"
     assert job.tiles_total > 0 and job.frames_merged == 2
-    assert_frames_loaded(job, Path(scene.render_farm.output_folder), (64, 48))
+    assert_frames_loaded(job, Path(farm.output_folder), (64, 48))
+    sent = max(Path(os.environ["FARM_STATE_DIR"]).glob("prepared/*/job.json"), key=lambda path: path.stat().st_mtime)
+    settings = json.loads(sent.read_text())["settings"]
+    assert (settings["overscan"], settings["sample_chunks"], settings["strict"]) == (3, 2, False)
+
+
+def test_strict_refuses_a_scene_with_missing_files(addon: ModuleType, scene: bpy.types.Scene) -> None:
+    missing = bpy.data.images.new("Gone", 4, 4)
+    missing.source, missing.filepath, missing.use_fake_user = "FILE", "//textures/gone.png", True
+    scene.render_farm.strict = True
+    with pytest.raises(RuntimeError, match="missing files: .*gone.png"):
+        bpy.ops.farm.render_to_farm(wait=True)
+    assert bpy.context.window_manager.render_farm_job.state == "FAILED"
+    assert not Path(scene.render_farm.output_folder).exists(), "refused before anything is written"
+
+
+def test_output_folder_is_red_only_when_it_cannot_be_used(addon: ModuleType, scene: bpy.types.Scene,
+                                                          tmp_path: Path) -> None:
+    # Blender draws a folder red when it starts with '//' unless the property says it supports that.
+    assert scene.render_farm.bl_rna.properties["output_folder"].is_path_supports_blend_relative
+    farm = scene.render_farm
+    farm.output_folder = "//render_farm/"  # the default, beside the saved user.blend
+    assert not drawn_prop(draw_panel(), "output_folder").alert
+    (tmp_path / "render_farm").mkdir()
+    assert not drawn_prop(draw_panel(), "output_folder").alert
+    farm.output_folder = str(tmp_path / "not yet")  # made when the first frame is written
+    assert not drawn_prop(draw_panel(), "output_folder").alert
+
+    bpy.ops.wm.read_homefile(use_empty=True)  # a new file, never saved: '//' has no folder to mean
+    scene = bpy.context.scene
+    scene.camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(scene.camera)
+    assert scene.render_farm.output_folder == "//render_farm/"
+    assert drawn_prop(draw_panel(), "output_folder").alert
+    with pytest.raises(RuntimeError, match="not saved yet"):
+        bpy.ops.farm.render_to_farm(wait=True)
+
+
+@pytest.mark.parametrize("online_access", [False], indirect=True)
+def test_pachyderm_needs_online_access_and_says_where_to_allow_it(addon: ModuleType, scene: bpy.types.Scene,
+                                                                  online_access: bool) -> None:
+    scene.render_farm.backend = "PACHYDERM"
+    with pytest.raises(RuntimeError, match="Preferences > System > Network"):
+        bpy.ops.farm.render_to_farm(wait=True)
+    job = bpy.context.window_manager.render_farm_job
+    assert job.state == "FAILED"
+    assert [text for text in texts(draw_panel(), "label") if "online access" in text] == [job.message]
+
+
+def test_panel_comes_before_the_render_engines_panels(addon: ModuleType) -> None:
+    """Blender orders a region's panels by ``bl_order``, registration order breaking ties."""
+    others = [cls for cls in bpy.types.Panel.__subclasses__()
+              if getattr(cls, "bl_space_type", "") == "PROPERTIES" and getattr(cls, "bl_context", "") == "render"
+              and not getattr(cls, "bl_parent_id", "") and cls is not bpy.types.RENDER_PT_farm]
+    assert any(cls.__name__.startswith("CYCLES_RENDER_PT_") for cls in others)
+    assert bpy.types.RENDER_PT_farm.bl_order < min(getattr(cls, "bl_order", 0) for cls in others)
+
+
+def test_render_menu_starts_and_cancels_the_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
+    """Topbar > Render holds the farm beside Render Image and Render Animation, with the labels F3 finds."""
+    def menu_entries() -> list[tuple[str, str]]:
+        calls: list[Call] = []
+        bpy.types.TOPBAR_MT_render.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+        return [(args[0], kwargs.get("text")) for name, args, kwargs in calls if name == "operator"]
+
+    assert menu_entries()[:4] == [("farm.render_to_farm", "Render to Farm"), ("farm.cancel_job", "Cancel Farm Job"),
+                                  ("render.render", "Render Image"), ("render.render", "Render Animation")]
+    assert (bpy.types.FARM_OT_render_to_farm.bl_label, bpy.types.FARM_OT_cancel_job.bl_label) == (
+        "Render to Farm", "Cancel Farm Job")
+    assert not bpy.ops.farm.cancel_job.poll(), "Cancel Farm Job is greyed out while no job runs"
+    assert bpy.ops.farm.render_to_farm() == {"FINISHED"}
+    assert bpy.ops.farm.cancel_job.poll()
+    assert bpy.ops.farm.cancel_job() == {"FINISHED"}
+    while addon.jobs.timer() is not None:
+        time.sleep(0.05)
+    bpy.app.timers.unregister(addon.jobs.timer)
+    assert bpy.context.window_manager.render_farm_job.state == "CANCELLED"
+    assert not bpy.ops.farm.cancel_job.poll()
