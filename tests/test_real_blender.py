@@ -17,6 +17,7 @@ import json
 import re
 import shlex
 import struct
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -24,6 +25,8 @@ import debian_root
 import numpy as np
 import pytest
 from conftest import ROOT, max_difference, read_image
+
+from farm_pipelines.host import Host
 
 SUITE = "sid"
 SCENE = {"size": [64, 48], "samples": 2, "frames": [1, 2]}
@@ -160,9 +163,62 @@ def test_the_extensions_wheels_survive_the_jobs(gui_run: dict) -> None:
     work = gui_run["work"]
     before = (work / "wheels-before.txt").read_text().split()
     assert any(name.startswith("grpc") for name in before), before
-    assert (work / "wheels-after.txt").read_text().split() == before
+    after = (work / "wheels-after.txt").read_text().split()
+    assert set(before) <= set(after), f"removed by the jobs: {set(before) - set(after)}"
+    assert set(after) - set(before) <= {"__pycache__"}  # Python compiling a wheel's top-level module
 
 
 def test_workers_leave_no_temp_folders(gui_run: dict) -> None:
     work = gui_run["work"]
     assert (work / "tmp-after.txt").read_text().split() == (work / "tmp-before.txt").read_text().split()
+
+
+def _tiny_extension(folder: Path) -> Path:
+    """An extension whose one wheel (made here) Blender installs into the user's extensions site-packages."""
+    wheel = folder / "farmprobe-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        files = {"farmprobe/__init__.py": "",
+                 "farmprobe-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: farmprobe\nVersion: 1.0\n",
+                 "farmprobe-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+        for name, text in files.items():
+            archive.writestr(name, text)
+        # Blender removes a wheel's files by its RECORD, as pip does.
+        archive.writestr("farmprobe-1.0.dist-info/RECORD", "".join(f"{name},,\n" for name in files)
+                         + "farmprobe-1.0.dist-info/RECORD,,\n")
+    extension = folder / "farmprobe.zip"
+    with zipfile.ZipFile(extension, "w") as archive:
+        archive.writestr("blender_manifest.toml", 'schema_version = "1.0.0"\nid = "farmprobe"\nversion = "1.0.0"\n'
+                         'name = "Farm Probe"\ntagline = "Has a wheel"\nmaintainer = "tests"\ntype = "add-on"\n'
+                         'blender_version_min = "4.2.0"\nlicense = ["SPDX:GPL-3.0-or-later"]\n'
+                         f'wheels = ["./wheels/{wheel.name}"]\n')
+        archive.writestr("__init__.py", "def register():\n    pass\n\n\ndef unregister():\n    pass\n")
+        archive.write(wheel, f"wheels/{wheel.name}")
+    return extension
+
+
+def test_a_farm_process_cannot_delete_the_users_wheels(root: Path, tmp_path: Path) -> None:
+    """What syncs wheels: ``wm.read_factory_settings`` in a process with no extension enabled
+    (``addon_utils._initialize_extensions_compat_data``) removes every wheel from the shared
+    extensions folder. The same call in a process with the farm's scratch environment
+    (``Host.scratch``) leaves the user's wheels alone."""
+    extension = _tiny_extension(tmp_path)
+    (tmp_path / "home").mkdir()
+    reset = "blender -b --factory-startup --python-expr 'import bpy; bpy.ops.wm.read_factory_settings()'"
+    with Host.scratch() as scratch:
+        farm_env = " ".join(f"{key}={shlex.quote(value)}" for key, value in scratch.items())
+        script = f"""
+site=$(echo $HOME/.config/blender/*/extensions/.local/lib/python3.*/site-packages)
+count() {{ ls -A $(echo $HOME/.config/blender/*/extensions/.local/lib/python3.*/site-packages) | wc -l; }}
+blender -b -c extension install-file -r user_default --enable {shlex.quote(str(extension))} > /dev/null 2>&1
+echo installed $(count)
+env {farm_env} {reset} > /dev/null 2>&1
+echo farm $(count)
+{reset} > /dev/null 2>&1
+echo shared $(count)
+"""
+        done = run_in_root(root, script, tmp_path, 120, Path(scratch["TMPDIR"]).parent)
+    counts = dict(line.split() for line in done.stdout.splitlines())
+    assert done.returncode == 0, done.stderr
+    assert int(counts["installed"]) >= 2, done.stdout  # the package and its dist-info
+    assert counts["farm"] == counts["installed"], "a farm process deleted the user's wheels"
+    assert counts["shared"] == "0", "the hazard this guards against is gone; revisit Host.scratch"
