@@ -23,8 +23,7 @@ from farm_pipelines.tiles import Box, border_for_box, split  # noqa: E402
 
 def edit(scene: bpy.types.Scene, options: dict) -> None:
     if options.get("glare_blur"):
-        tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
-        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        tree, output = compositor_tree(scene)
         layers = tree.nodes.new("CompositorNodeRLayers")
         glare = tree.nodes.new("CompositorNodeGlare")
         glare.inputs["Threshold"].default_value = 0.5
@@ -32,14 +31,26 @@ def edit(scene: bpy.types.Scene, options: dict) -> None:
         blur.inputs["Size"].default_value = (6, 6)
         tree.links.new(layers.outputs["Image"], glare.inputs["Image"])
         tree.links.new(glare.outputs["Image"], blur.inputs["Image"])
-        tree.links.new(blur.outputs["Image"], tree.nodes.new("NodeGroupOutput").inputs[0])
-        scene.compositing_node_group = tree
+        tree.links.new(blur.outputs["Image"], output)
         scene.render.use_compositing = True
     if "adaptive" in options:
         scene.cycles.use_adaptive_sampling = options["adaptive"]
     if options.get("denoise"):
         scene.cycles.use_denoising = True
         scene.cycles.denoiser = "OPENIMAGEDENOISE"
+
+
+def compositor_tree(scene: bpy.types.Scene) -> tuple[bpy.types.NodeTree, bpy.types.NodeSocket]:
+    """A new, empty compositor for the scene and the input that takes its result."""
+    if hasattr(scene, "compositing_node_group"):  # Blender 5.0: a node group the scene points at
+        tree = bpy.data.node_groups.new("Compositing", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        scene.compositing_node_group = tree
+        return tree, tree.nodes.new("NodeGroupOutput").inputs[0]
+    scene.use_nodes = True  # Blender 4.5: the scene's own tree, with a Composite node
+    tree = scene.node_tree
+    tree.nodes.clear()
+    return tree, tree.nodes.new("CompositorNodeComposite").inputs["Image"]
 
 
 def naive(scene: bpy.types.Scene, out_dir: Path, options: dict) -> None:

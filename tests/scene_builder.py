@@ -34,6 +34,7 @@ def build(options: dict) -> None:
         render.use_crop_to_border = options.get("crop", False)
 
     material = bpy.data.materials.new("Noise")
+    use_nodes(material)
     nodes = material.node_tree.nodes
     noise = nodes.new("ShaderNodeTexNoise")
     noise.inputs["Scale"].default_value = 8.0
@@ -43,6 +44,7 @@ def build(options: dict) -> None:
     bpy.ops.mesh.primitive_uv_sphere_add(radius=1, location=(0, 0, 1))
     sphere = bpy.context.object
     tint = bpy.data.materials.new("Tint")
+    use_nodes(tint)
     color = options.get("color", [0.8, 0.2, 0.1])
     tint.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*color, 1)
     sphere.data.materials.append(tint)
@@ -64,6 +66,11 @@ def build(options: dict) -> None:
         text = bpy.data.texts.new("register_me.py")
         text.write(f"open({options['text_block_writes']!r}, 'w').write('ran')\n")
         text.use_module = True  # "Register": runs on load when scripts are allowed
+
+
+def use_nodes(material: bpy.types.Material) -> None:
+    if material.node_tree is None:  # Blender 4.5 makes materials without nodes; 5.0 always has them
+        material.use_nodes = True
 
 
 def _animate(scene: bpy.types.Scene, kinds: list[str], tint: bpy.types.Material, light: bpy.types.Light) -> None:

@@ -14,9 +14,15 @@ import bpy
 from farm_pipelines.atomic_files import atomic_path
 
 
+def use_nodes(material: bpy.types.Material) -> None:
+    if material.node_tree is None:  # Blender 4.5 makes materials without nodes; 5.0 always has them
+        material.use_nodes = True
+
+
 def _material(name: str, base: tuple[float, float, float], scale: float, roughness: float) -> bpy.types.Material:
     """A noise-driven two-tone material, so tiles have real texture detail to get wrong."""
     material = bpy.data.materials.new(name)
+    use_nodes(material)
     nodes = material.node_tree.nodes
     links = material.node_tree.links
     shader = nodes["Principled BSDF"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import bpy
 
 from farm_pipelines.atomic_files import atomic_path
+from farm_pipelines.blender.compositor import compositor_for
 from farm_pipelines.errors import FarmFailure
 
 #: Cycles' denoiser settings -> the compositor Denoise node's menu items.
@@ -39,19 +40,16 @@ class FrameEncoder:
             render.image_settings.file_format = "PNG"
         cycles = scene.cycles
         self.denoise = render.engine == "CYCLES" and cycles.use_denoising
-        self.denoiser = (cycles.denoising_input_passes, _PREFILTER[cycles.denoising_prefilter],
-                         _QUALITY[cycles.denoising_quality])
-        self.scene_tree = scene.compositing_node_group if render.use_compositing else None
+        self.denoiser = (cycles.denoising_input_passes, cycles.denoising_prefilter, cycles.denoising_quality)
+        self.compositor = compositor_for(scene)
+        self.scene_tree = self.compositor.user_tree() if render.use_compositing else None
         render.use_border = False
         render.resolution_percentage = 100
         render.use_compositing = True
         render.use_sequencer = False
-        tree = bpy.data.node_groups.new("FarmEncode", "CompositorNodeTree")
-        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
-        self.image_node = tree.nodes.new("CompositorNodeImage")
-        output = tree.nodes.new("NodeGroupOutput")
-        tree.links.new(self.image_node.outputs["Image"], output.inputs[0])
-        self.encode_tree = scene.compositing_node_group = tree
+        # Each tree is built on first use and kept: only its image is re-read for the next frame.
+        self._trees: dict[str, bpy.types.NodeTree] = {}
+        self._images: dict[str, bpy.types.Image] = {}
 
     @property
     def extension(self) -> str:
@@ -59,25 +57,33 @@ class FrameEncoder:
 
     def encode(self, frame: int, linear_exr: Path, size: tuple[int, int], destination: Path) -> None:
         """Write an RGBA float frame through the scene's output path, untouched by its compositor."""
-        image = bpy.data.images.load(str(linear_exr), check_existing=False)
-        try:
-            self.image_node.image = image
-            self._write(frame, size, destination)
-        finally:
-            self.image_node.image = None
-            bpy.data.images.remove(image)
+        image = self._image("linear", linear_exr)
+        if "encode" not in self._trees:
+            tree, output = self.compositor.new_tree("FarmEncode")
+            node = tree.nodes.new("CompositorNodeImage")
+            node.image = image
+            tree.links.new(node.outputs["Image"], output)
+            self._trees["encode"] = tree
+        self.compositor.show(self._trees["encode"])
+        self._write(frame, size, destination)
 
     def composite(self, frame: int, layers_exr: Path, size: tuple[int, int], destination: Path) -> None:
         """Run the scene's compositor (and denoiser) once on a stitched multilayer frame and write it."""
-        image = bpy.data.images.load(str(layers_exr), check_existing=False)
-        tree = self._farm_tree(image)
-        try:
-            self.scene.compositing_node_group = tree
-            self._write(frame, size, destination)
-        finally:
-            self.scene.compositing_node_group = self.encode_tree
-            bpy.data.node_groups.remove(tree)
-            bpy.data.images.remove(image)
+        image = self._image("layers", layers_exr)
+        if "farm" not in self._trees:
+            self._trees["farm"] = self._farm_tree(image)
+        self.compositor.show(self._trees["farm"])
+        self._write(frame, size, destination)
+
+    def _image(self, kind: str, path: Path) -> bpy.types.Image:
+        """The image datablock for this kind of input, now reading ``path``: the nodes using it stay linked."""
+        image = self._images.get(kind)
+        if image is None:
+            image = self._images[kind] = bpy.data.images.load(str(path), check_existing=False)
+        else:
+            image.filepath = str(path)
+            image.reload()
+        return image
 
     def _write(self, frame: int, size: tuple[int, int], destination: Path) -> None:
         scene = self.scene
@@ -91,13 +97,12 @@ class FrameEncoder:
 
     def _farm_tree(self, image: bpy.types.Image) -> bpy.types.NodeTree:
         if self.scene_tree is not None:
-            tree = self.scene_tree.copy()
+            tree = self.compositor.user_tree_to_edit()
         else:  # what a render without compositing writes: the first rendered view layer's Combined
-            tree = bpy.data.node_groups.new("FarmComposite", "CompositorNodeTree")
-            tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+            tree, output = self.compositor.new_tree("FarmComposite")
             layer = tree.nodes.new("CompositorNodeRLayers")
             layer.layer = next(v.name for v in self.scene.view_layers if v.use)
-            tree.links.new(layer.outputs["Image"], tree.nodes.new("NodeGroupOutput").inputs[0])
+            tree.links.new(layer.outputs["Image"], output)
         for node in [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]:
             self._replace_render_layers(tree, node, image)
         return tree
@@ -129,6 +134,9 @@ class FrameEncoder:
             tree.links.new(source.outputs["Denoising Albedo"], denoise.inputs["Albedo"])
         if passes == "RGB_ALBEDO_NORMAL":
             tree.links.new(source.outputs["Denoising Normal"], denoise.inputs["Normal"])
-        denoise.inputs["Prefilter"].default_value = prefilter
-        denoise.inputs["Quality"].default_value = quality
+        if "Prefilter" in denoise.inputs:  # Blender 5.0: menu sockets, named by their labels
+            denoise.inputs["Prefilter"].default_value = _PREFILTER[prefilter]
+            denoise.inputs["Quality"].default_value = _QUALITY[quality]
+        else:  # Blender 4.5: node properties with Cycles' own identifiers
+            denoise.prefilter, denoise.quality = prefilter, quality
         return denoise.outputs["Image"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bpy
 
+from farm_pipelines import blender_versions
 from farm_pipelines.atomic_files import atomic_path, write_text
 from farm_pipelines.blender import entry, session
 from farm_pipelines.errors import BadInput
@@ -22,6 +23,12 @@ from farm_pipelines.job import JobSettings
 
 def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     scene = session.open_untrusted(source)
+    saved_with = session.saved_with_version()
+    # The copy is saved by this Blender, and the local farm's workers are this Blender too.
+    blender_versions.require_readable(
+        str(source), saved_with, bpy.app.version, "prepares the job here and renders it on the local farm",
+        f"render it from Blender {blender_versions.shown(saved_with[:2])} or newer, "
+        f"or save it again from Blender {blender_versions.shown(bpy.app.version[:2])}")
     session.require_camera(scene, source)
     frames = settings.frames.frames(scene.frame_start, scene.frame_end)
     if not frames:
@@ -43,7 +50,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "missing": missing,
         "unpacked": unpacked,
         "dependencies": found,
-        "saved_with": session.saved_with_version(),
+        "saved_with": saved_with,
     }
 
 

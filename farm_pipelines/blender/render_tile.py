@@ -69,7 +69,8 @@ class TileRenderer:
         if chunk is not None:
             cycles.sample_offset, cycles.sample_subset_length = chunk.offset, chunk.samples
         settings = render.image_settings
-        settings.media_type = "MULTI_LAYER_IMAGE" if farm_composites else "IMAGE"
+        if hasattr(settings, "media_type"):  # Blender 5.0 picks multilayer EXR by media type first
+            settings.media_type = "MULTI_LAYER_IMAGE" if farm_composites else "IMAGE"
         settings.file_format = "OPEN_EXR_MULTILAYER" if farm_composites else "OPEN_EXR"
         settings.color_mode = "RGBA"
         settings.color_depth = "32"
