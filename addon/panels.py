@@ -1,4 +1,4 @@
-"""The Render Farm panel at the top of Render Properties, and the list of finished frames.
+"""The Render Farm panel, right under Render Engine in Render Properties, and the list of finished frames.
 
 Drawing runs many times a second while the mouse moves: it reads settings and the
 job's state and cached checks only, never imports the farm's heavy packages nor
@@ -28,9 +28,10 @@ class RENDER_PT_farm(Panel):  # noqa: N801
     bl_space_type = "PROPERTIES"
     bl_region_type = "WINDOW"
     bl_context = "render"
-    # Blender's and Cycles' render panels have order 0 and come before any add-on's with the same order,
-    # so 0 put the farm below a dozen of them; below 0 it is the first panel of Render Properties.
-    bl_order = -1
+    # Blender clamps bl_order at 0 and breaks ties by registration order, so an add-on's panel always
+    # came after Cycles' dozen. As a sub-panel of the header-less panel that holds Render Engine (and
+    # Cycles' Device), it is drawn right under them, before Sampling, and folds like any panel.
+    bl_parent_id = "RENDER_PT_context"
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout

@@ -411,13 +411,16 @@ def test_pachyderm_needs_online_access_and_says_where_to_allow_it(addon: ModuleT
     assert [text for text in texts(draw_panel(), "label") if "online access" in text] == [job.message]
 
 
-def test_panel_comes_before_the_render_engines_panels(addon: ModuleType) -> None:
-    """Blender orders a region's panels by ``bl_order``, registration order breaking ties."""
-    others = [cls for cls in bpy.types.Panel.__subclasses__()
-              if getattr(cls, "bl_space_type", "") == "PROPERTIES" and getattr(cls, "bl_context", "") == "render"
-              and not getattr(cls, "bl_parent_id", "") and cls is not bpy.types.RENDER_PT_farm]
-    assert any(cls.__name__.startswith("CYCLES_RENDER_PT_") for cls in others)
-    assert bpy.types.RENDER_PT_farm.bl_order < min(getattr(cls, "bl_order", 0) for cls in others)
+def test_panel_sits_under_render_engine(addon: ModuleType) -> None:
+    """Blender draws the header-less panel holding Render Engine first (it is inserted before every panel
+    with a header) and a sub-panel with its parent, so the farm comes before Cycles' Sampling and the rest."""
+    parent = bpy.types.RENDER_PT_context
+    assert parent.bl_context == "render" and "HIDE_HEADER" in parent.bl_options
+    assert bpy.types.RENDER_PT_farm.bl_parent_id == "RENDER_PT_context"
+    assert bpy.types.RENDER_PT_farm.bl_context == parent.bl_context
+    calls: list[Call] = []
+    parent.draw(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+    assert ("engine",) in [args[1:2] for name, args, _ in calls if name == "prop"]
 
 
 def test_render_menu_starts_and_cancels_the_job(addon: ModuleType, scene: bpy.types.Scene) -> None:
