@@ -35,7 +35,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm_pipelines import pachyderm
+from farm_pipelines import liveness, pachyderm
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import Datum, datum_id, enumerate_datums
@@ -548,36 +548,53 @@ class _Slot:
     def _run_batched(self) -> None:
         failed_starts = 0
         while not self.scheduler.drained() and not self._stopping.is_set():
-            no_more, took_any, released = threading.Event(), threading.Event(), threading.Event()
+            no_more, took_any, released, waiting = (threading.Event() for _ in range(4))
 
-            handler = functools.partial(self._next_datum, no_more, took_any, released, self._generation)
+            handler = functools.partial(self._next_datum, no_more, took_any, released, waiting, self._generation)
             server, port = pachyderm.serve_worker_api(handler)
             try:
-                self.process = self._start({**self._base_env(), "PPS_WORKER_GRPC_PORT": str(port)})
-                while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
-                    time.sleep(0.05)
-                if self.process.poll() is None:
-                    self.process.terminate()
-                    try:
-                        self.process.wait(10)
-                    except subprocess.TimeoutExpired:
-                        self.process.kill()
-                        self.process.wait()
-                elif not no_more.is_set() and not self._stopping.is_set():
-                    failed_starts = self._worker_died(took_any.is_set(), failed_starts)
+                with self.farm.host.scratch() as scratch:  # held until the process has exited
+                    self.process = self._start({**self._base_env(), **scratch, "PPS_WORKER_GRPC_PORT": str(port)})
+                    hung = self._watch(no_more, waiting)
+                    if self.process.poll() is None:  # done or stopped: it waits in NextDatum, as on pachd
+                        liveness.end(self.process)
+                    elif hung or (not no_more.is_set() and not self._stopping.is_set()):
+                        failed_starts = self._worker_died(took_any.is_set(), failed_starts)
             finally:
                 released.set()
                 server.stop(None)
 
+    def _watch(self, no_more: threading.Event, waiting: threading.Event) -> bool:
+        """Wait while the worker runs; kill it if it stalls (``liveness``), saying so in its log. True if it hung."""
+        watch = liveness.Watch(self.process.pid)
+        while self.process.poll() is None and not no_more.is_set() and not self._stopping.is_set():
+            if waiting.is_set():  # inside NextDatum it waits on the farm: not a stall
+                watch.reset()
+            elif watch.stalled():
+                with self._lock:
+                    task = self.current
+                doing = f"on {_tile_of(task.datum.key())}" if task else "while starting"
+                self._append_log(f"error: {self.pipeline} worker (pid {self.process.pid}) stopped responding "
+                                 f"{doing}: no CPU time for {watch.limit:.0f} s; it was ended (its log: "
+                                 f"{self.log_path}; {liveness.STALL_ENV} sets the limit)")
+                self.process.kill()
+                self.process.wait()
+                return True
+            time.sleep(0.05)
+        return False
+
     def _next_datum(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
-                    generation: int, error: str) -> list[str] | None:
+                    waiting: threading.Event, generation: int, error: str) -> list[str] | None:
         """The Worker API's NextDatum: settle the datum just processed, lay out the next one."""
+        waiting.set()
         try:
             return self._next_datum_env(no_more, took_any, released, generation, error)
         except OSError as failure:
             self._abandon(failure)
             no_more.set()
             return None
+        finally:
+            waiting.clear()
 
     def _next_datum_env(self, no_more: threading.Event, took_any: threading.Event, released: threading.Event,
                         generation: int, error: str) -> list[str] | None:

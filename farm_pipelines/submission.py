@@ -13,13 +13,13 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from farm_pipelines import liveness
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
@@ -183,13 +183,15 @@ def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Ho
     result = destination.with_name("prepare.json")
     argv, extra = host.module_argv("farm_pipelines.blender.prepare", str(blend), str(destination),
                                    json.dumps(settings.to_json()), str(result))
-    done = subprocess.run(argv, env={**os.environ, **extra}, capture_output=True, text=True)
-    if done.returncode == 2:
-        raise BadInput(_last_error(done.stderr) or f"{blend}: cannot be prepared")
-    detail = _last_error(done.stderr) or f"Blender exited with code {done.returncode}"
-    if done.returncode < 0:  # Blender crashed reading someone else's file
+    with host.scratch() as scratch:
+        code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
+                                              f"preparing {blend.name}")
+    if code == 2:
+        raise BadInput(_last_error(stderr) or f"{blend}: cannot be prepared")
+    detail = _last_error(stderr) or f"Blender exited with code {code}"
+    if code < 0:  # Blender crashed reading someone else's file
         raise BadInput(f"{blend}: Blender could not open it ({detail}); the file may be corrupt")
-    if done.returncode != 0 or not result.exists():
+    if code != 0 or not result.exists():
         raise FarmFailure(f"{blend}: preparing the scene failed ({detail})")
     return json.loads(result.read_text(encoding="utf-8"))
 

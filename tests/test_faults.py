@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -12,7 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FARM, farm, make_scene, max_difference, render_whole
+from conftest import FARM, ROOT, farm, make_scene, max_difference, render_whole
+
+HANG_HOOK = ROOT / "tests" / "hang_hook"
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +116,86 @@ def test_worker_older_than_the_scene_refuses_and_newer_warns():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "warning: scene saved with Blender 4.2.0" in done.stderr
     assert "older than the 99.0.0 the scene was saved with" in done.stderr and done.returncode != 0
+
+
+def _hang_env(state: Path, pids: Path, hang: str) -> dict[str, str]:
+    """The farm's environment with one of its processes made to hang for real (tests/hang_hook)."""
+    pids.mkdir()
+    path = os.pathsep.join(p for p in (str(HANG_HOOK), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, FARM_STATE_DIR=str(state), FARM_STALL_SECONDS="5", PYTHONPATH=path,
+                FARM_TEST_HANG=hang, FARM_TEST_HANG_PIDS=str(pids))
+
+
+def _gone(pids: Path) -> bool:
+    """Every process that was made to hang has been ended (and reaped: no zombie left)."""
+    return all(not Path(f"/proc/{pid.name}").exists() for pid in pids.iterdir())
+
+
+def test_prepare_that_never_exits_after_its_result_is_ended_and_the_job_runs(tmp_path, state, scene):
+    blend, reference = scene
+    pids = tmp_path / "hung"
+    env = _hang_env(state, pids, "farm_pipelines.blender.prepare:exit")
+    done = subprocess.run([*FARM, "render", str(blend), "--tile", "32", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(list(pids.iterdir())) == 1 and _gone(pids)
+    _assert_frames(tmp_path / "out", reference)
+
+
+def test_prepare_that_hangs_is_ended_and_reported_in_one_line(tmp_path, state, scene):
+    blend, _ = scene
+    pids = tmp_path / "hung"
+    env = _hang_env(state, pids, "farm_pipelines.blender.prepare:start")
+    done = subprocess.run([*FARM, "render", str(blend), "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Blender preparing scene.blend stopped responding" in lines[0], done.stderr
+    assert "FARM_STALL_SECONDS" in lines[0] and "Traceback" not in done.stderr
+    assert _gone(pids) and not (tmp_path / "out").exists()
+
+
+def test_renderer_that_cannot_start_is_ended_and_reported_in_one_line(tmp_path, state, scene):
+    blend, _ = scene
+    pids = tmp_path / "hung"
+    env = _hang_env(state, pids, "farm_pipelines.pipelines.renderer:start")
+    done = subprocess.run([*FARM, "render", str(blend), "--tile", "32", "--workers", "1",
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "worker cannot start" in last and "renderer worker" in last and "stopped responding while starting" \
+        in last, done.stderr
+    assert len(list(pids.iterdir())) >= 3 and _gone(pids)
+
+
+def test_worker_that_stops_responding_mid_tile_is_ended_and_its_tile_retried(tmp_path, state, scene):
+    """SIGSTOP and never SIGCONT: the worker holds its tile and uses no CPU, like a deadlocked Blender."""
+    blend, reference = scene
+    env = dict(os.environ, FARM_STATE_DIR=str(state), FARM_STALL_SECONDS="5")
+    run = subprocess.Popen([*FARM, "render", str(blend), "--tile", "16", "--workers", "2",
+                            "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+    frozen = []
+    try:
+        deadline = time.monotonic() + 120
+        while not frozen and time.monotonic() < deadline and run.poll() is None:
+            stored = state / "datums" / "renderer"
+            started = stored.exists() and len(list(stored.iterdir())) >= 4
+            for worker in _renderer_workers(run.pid) if started else []:
+                os.kill(worker, signal.SIGSTOP)
+                time.sleep(0.05)
+                if _datum_in_flight(worker, state):
+                    frozen.append(worker)  # left stopped for good
+                    break
+                os.kill(worker, signal.SIGCONT)
+            time.sleep(0.02)
+        assert frozen, "no renderer worker to stop"
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.kill()
+    log = "".join(p.read_text() for p in (state / "logs" / "renderer").rglob("*.log"))
+    assert re.search(rf"renderer worker \(pid {frozen[0]}\) stopped responding on frame \d+ tile \d+", log), log
+    assert not Path(f"/proc/{frozen[0]}").exists()
+    _assert_frames(tmp_path / "out", reference)
