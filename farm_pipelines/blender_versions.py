@@ -13,6 +13,9 @@ from pathlib import Path
 
 from farm_pipelines.errors import BadInput, FarmFailure
 
+#: Set in each pipeline's environment by ``farm deploy``: the worker image's Blender version.
+WORKER_VERSION_ENV = "FARM_BLENDER_VERSION"
+
 
 def shown(version: Sequence[int]) -> str:
     return ".".join(str(part) for part in version)
@@ -35,10 +38,20 @@ def header_version(path: Path) -> tuple[int, int]:
     return number // 100, number % 100
 
 
-def require_readable(blend: str, saved_with: Sequence[int], workers: Sequence[int], workers_are: str,
+def parse(text: str) -> tuple[int, ...]:
+    """``"4.5.15"`` -> ``(4, 5, 15)``; at least major and minor."""
+    parts = text.strip().split(".")
+    if not 2 <= len(parts) <= 3 or not all(part.isdigit() for part in parts):
+        raise BadInput(f"Blender version {text!r} is not understood: write it as 4.5 or 5.0.1")
+    return tuple(int(part) for part in parts)
+
+
+def require_readable(saved_by: str, saved_with: Sequence[int], workers: Sequence[int], workers_are: str,
                      fix: str) -> None:
-    """Raise ``BadInput`` if ``saved_with`` is newer than the workers' Blender: one line, what to do."""
+    """Raise ``BadInput`` if ``saved_with`` is newer than the workers' Blender: one line, what to do.
+
+    ``saved_by`` starts the line, e.g. ``"shot.blend: saved by"``; the version follows it.
+    """
     if tuple(saved_with[:2]) > tuple(workers[:2]):
-        saved = shown(saved_with[:2])
-        raise BadInput(f"{blend}: saved by Blender {saved}, newer than Blender {shown(workers)} that "
+        raise BadInput(f"{saved_by} Blender {shown(saved_with[:2])}, newer than Blender {shown(workers)} that "
                        f"{workers_are}; {fix}")

@@ -27,6 +27,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="renderers ask for one NVIDIA GPU and run on nodes labelled render-farm/gpu=true")
     deploy.add_argument("--renderer-node", metavar="LABEL=VALUE", action="append", default=[],
                         help="node selector for renderers only, e.g. render-farm/spot=true (repeatable)")
+    deploy.add_argument("--blender-version", metavar="X.Y.Z",
+                        help="the Blender in the worker image (its label render-farm.blender-version); default: "
+                             "this machine's bpy, as in an image built from the same requirements.txt. "
+                             "Submissions of scenes saved by a newer Blender are refused")
     _add_pachd(deploy)
     deploy.set_defaults(func=deploy_command)
 
@@ -62,7 +66,8 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 def deploy_command(args: argparse.Namespace) -> int:
     """Print the specs, or apply them and say what changed."""
-    specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node))
+    specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node),
+                         blender_version=args.blender_version)
     if not args.apply:
         for spec in specs:
             print(json.dumps(spec, indent=2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -34,6 +35,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
 
 from farm_pipelines.backend import Progress
+from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
 from farm_pipelines.manifest import describe_piece
@@ -105,18 +107,24 @@ def spec_digest(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None) -> list[dict]:
+def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None,
+                 blender_version: str | None = None) -> list[dict]:
     """The three specs as they go to pachd: the worker ``image`` set, and an annotation with their digest.
 
     ``gpu`` asks for one NVIDIA GPU per renderer worker on nodes labelled ``render-farm/gpu=true``;
     ``renderer_nodes`` adds node-selector labels for renderers only (spot/preemptible pools).
+    ``blender_version`` is the image's Blender (default: this machine's bpy, which an image built from
+    the same requirements.txt has); it goes into each transform's environment, where submissions read
+    it and the renderer checks it against its own Blender.
     """
     if not image.strip():
         raise BadInput("the worker image is empty: pass --image REGISTRY/farm-worker:TAG")
+    blender = shown(parse(blender_version or _local_bpy_version()))
     specs = []
     for name in PIPELINES:
         spec = load_spec(name)
         spec["transform"]["image"] = image.strip()
+        spec["transform"].setdefault("env", {})[WORKER_VERSION_ENV] = blender
         if name == "renderer":
             selector = dict(renderer_nodes or {})
             if gpu:
@@ -127,6 +135,14 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
         spec.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_ANNOTATION] = spec_digest(spec)
         specs.append(spec)
     return specs
+
+
+def _local_bpy_version() -> str:
+    try:
+        return importlib.metadata.version("bpy")
+    except importlib.metadata.PackageNotFoundError:
+        raise BadInput("the worker image's Blender version is unknown here (no bpy installed): pass "
+                       "--blender-version, e.g. 5.0.1") from None
 
 
 def pipeline_request(spec: dict, update: bool = False) -> pps_pb2.CreatePipelineRequest:
@@ -318,6 +334,20 @@ class PachydermBackend:
                 raise FarmFailure(f"pipeline {name!r} is not deployed on pachd at {self.address}: run "
                                   "`farm deploy --image REGISTRY/farm-worker:TAG --apply --pachd ...` first")
 
+    def check_workers_read(self, job: Job, blend: Path) -> None:
+        """Refuse a job whose copy (written by this machine's Blender) is newer than the workers' Blender."""
+        found = self._maybe_list("look up the renderer's Blender version", self._client.inspect_pipeline,
+                                 "renderer", details=True)
+        claimed = found[0].details.transform.env.get(WORKER_VERSION_ENV) if found else None
+        if not claimed:
+            raise FarmFailure(f"the renderer on pachd at {self.address} does not say which Blender its image runs: "
+                              "run `farm deploy --image REGISTRY/farm-worker:TAG --apply` again")
+        workers = parse(claimed)
+        require_readable(f"{job.display_name}: the job's copy is saved by this", header_version(blend), workers,
+                         f"the farm's workers run (renderer on pachd at {self.address})",
+                         f"rebuild the worker image with Blender {shown(header_version(blend))} or newer and "
+                         f"run `farm deploy` again, or submit from Blender {shown(workers[:2])}")
+
     # -- Backend ---------------------------------------------------------------------------------
 
     def starting(self, job_name: str) -> contextlib.AbstractContextManager[None]:
@@ -326,6 +356,7 @@ class PachydermBackend:
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:
         self._require_pipelines()
+        self.check_workers_read(job, Path(job_files) / "scene.blend")
         commit_id = self.upload(job, Path(job_files))
         self.follow(commit_id, job, on_progress, cancel)
 

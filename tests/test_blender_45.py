@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, make_scene
 
+from farm_pipelines.blender_versions import header_version
+
 VENV = ROOT / "build" / "venv-bpy45"
 REQUIREMENTS = ROOT / "requirements-bpy45.txt"
 #: The core tests run again on 4.5: tiled frames against a whole-frame render, compositing and denoising
@@ -81,6 +83,7 @@ def test_prepare_exits_by_itself_on_blender_45(python45, tmp_path):
                   "{}", str(result), timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(result.read_text())["saved_with"][:2] == [4, 5]
+    assert header_version(tmp_path / "copy.blend") == (4, 5)  # the header layout before 5.0: BLENDER-v405
     assert "Not freed memory blocks" not in done.stdout + done.stderr
 
 

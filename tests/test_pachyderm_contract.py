@@ -273,8 +273,9 @@ def seed_splitter(fake: FakePachd, job: str, frames: int, tiles_per_frame: int) 
 def job_files(tmp_path: Path) -> Path:
     folder = tmp_path / "job"
     folder.mkdir()
-    # Binary with and without newlines, larger than two upload chunks.
-    blob = bytes(range(256)) * 4096 + b"\n" * 300_000 + hashlib.sha256(b"x").digest() * 70_000
+    # A Blender 5.0 header (the workers' version is checked against it), then binary with and without
+    # newlines, larger than two upload chunks.
+    blob = b"BLENDER17-01v0500" + bytes(range(256)) * 4096 + b"\n" * 300_000 + hashlib.sha256(b"x").digest() * 70_000
     (folder / "scene.blend").write_bytes(blob)
     (folder / "job.json").write_text(json.dumps(JOB.to_json()), encoding="utf-8")
     return folder

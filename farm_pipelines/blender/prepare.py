@@ -26,7 +26,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     saved_with = session.saved_with_version()
     # The copy is saved by this Blender, and the local farm's workers are this Blender too.
     blender_versions.require_readable(
-        str(source), saved_with, bpy.app.version, "prepares the job here and renders it on the local farm",
+        f"{source}: saved by", saved_with, bpy.app.version, "prepares the job here and renders it on the local farm",
         f"render it from Blender {blender_versions.shown(saved_with[:2])} or newer, "
         f"or save it again from Blender {blender_versions.shown(bpy.app.version[:2])}")
     session.require_camera(scene, source)

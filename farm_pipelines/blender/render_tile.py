@@ -9,12 +9,13 @@ composites and denoises the whole frame once.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import bpy
 
-from farm_pipelines import merge
+from farm_pipelines import blender_versions, merge
 from farm_pipelines.atomic_files import atomic_path
 from farm_pipelines.blender import animation_hold, session
 from farm_pipelines.errors import FarmFailure
@@ -106,10 +107,20 @@ class TileRenderer:
 
 
 def check_version(saved_with: tuple[int, ...]) -> None:
-    """Refuse a job saved by a newer Blender: an older one may load it wrongly and silently."""
+    """Refuse a job saved by a newer Blender: an older one may load it wrongly and silently.
+
+    On Pachyderm, submissions trust the version ``farm deploy`` wrote into the pipelines;
+    a worker whose own Blender differs from it says so, so that claim cannot lie for long.
+    """
+    mine = tuple(bpy.app.version[:2])
+    claimed = os.environ.get(blender_versions.WORKER_VERSION_ENV)
+    if claimed and blender_versions.parse(claimed)[:2] != mine:
+        actual = bpy.app.version_string.split()[0]
+        raise FarmFailure(f"the pipelines were deployed for Blender {claimed}, but this worker image runs Blender "
+                          f"{actual}; run `farm deploy --image ... --blender-version {actual} --apply` again")
     if not saved_with:
         return
-    mine, theirs = tuple(bpy.app.version[:2]), tuple(saved_with[:2])
+    theirs = tuple(saved_with[:2])
     shown = ".".join(str(v) for v in saved_with)
     if mine < theirs:
         raise FarmFailure(f"this worker runs Blender {bpy.app.version_string}, older than the {shown} "
