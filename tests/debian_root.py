@@ -35,9 +35,10 @@ MIRROR = "http://deb.debian.org/debian"
 PACKAGES = {
     "sid": ["blender", "python3-numpy", "python3-requests", "python3-cattr", "xvfb", "xauth", "xdotool"],
     # python3 is 3.13 here: build.py's CLI set-up on it (a venv with bpy 5.2 from PyPI), and the
-    # X11/GL libraries bpy's module links to, which a minimal system lacks.
+    # X11/GL libraries bpy's module links to, which a minimal system lacks; bpy 5.2 also loads
+    # libEGL when it composites (the merger), and aborts without it.
     "trixie": ["python3", "python3-venv", "libx11-6", "libxrender1", "libxfixes3", "libxi6", "libxkbcommon0",
-               "libsm6", "libgl1"],
+               "libsm6", "libgl1", "libegl1"],
 }
 #: The mirror serves a frozen snapshot whose Release files are past their Valid-Until date.
 APT = ["apt-get", "-q", "-y", "-o", "Acquire::Check-Valid-Until=false", "-o", "APT::Install-Recommends=false"]
