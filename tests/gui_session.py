@@ -141,10 +141,12 @@ def images_report() -> dict:
 
 def session():
     yield 1.0  # let the window draw once
-    # An artist's layout: an Image Editor open beside the Properties editor on its Render tab.
-    area_of("VIEW_3D").type = "IMAGE_EDITOR"
-    properties = area_of("PROPERTIES")
-    properties.spaces.active.context = "RENDER"
+    # An artist's layout: the Properties editor on its Render tab, large enough to read in the
+    # screenshots, and an Image Editor beside it for the frames.
+    small, large = area_of("PROPERTIES"), area_of("VIEW_3D")
+    small.type = "IMAGE_EDITOR"
+    large.type = "PROPERTIES"
+    large.spaces.active.context = "RENDER"
     scene = bpy.context.scene
     prefs = bpy.context.preferences.addons[ADDON].preferences
     prefs.local_workers = 2
