@@ -125,6 +125,7 @@ def test() -> int:
             reason = lines[-1] if lines else f"making the Debian {suite} system failed"
             print(f"{reason} (log: {log.relative_to(ROOT)})", file=sys.stderr)
             return code
+        log.unlink()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([str(PYTHON), "-m", "pytest", "-q", *sys.argv[2:]], cwd=ROOT, env=env).returncode
 
@@ -215,32 +216,32 @@ def _write_extension(path: Path, manifest: str, wheels: dict[str, Path]) -> None
 
 
 def _platform_wheels(platform: str) -> dict[str, Path]:
-    """The wheels of one platform's zip: each Python's, by file name, so a wheel two Pythons share ships once."""
-    return {wheel.name: wheel for python in _pythons(platform) for wheel in _download_wheels(platform, python)}
+    """The pinned wheels of every Python on one platform, downloaded once into build/wheels/PLATFORM/.
 
-
-def _download_wheels(platform: str, python: tuple[int, int]) -> list[Path]:
-    """The pinned wheels for one platform and Python, downloaded once into build/wheels/PLATFORM/cpXY/."""
-    tag = "cp{}{}".format(*python)
-    folder = ROOT / "build" / "wheels" / platform / tag
-    argv = ["download", "--disable-pip-version-check", "-q", "--no-deps", "--only-binary=:all:",
-            "--python-version", "{}.{}".format(*python), "--implementation", "cp",
-            "--abi", tag, "--abi", "abi3", "--abi", "none",
-            *(arg for name in EXTENSION_PLATFORMS[platform] for arg in ("--platform", name))]
+    One folder for all its Pythons: a wheel they share (pure Python, or OpenCV's
+    stable-ABI build) is downloaded and shipped once.
+    """
+    folder = ROOT / "build" / "wheels" / platform
     pins = (ROOT / EXTENSION_WHEELS).read_text()
-    key = hashlib.sha256(repr((argv, pins)).encode()).hexdigest()
+    downloads = [["download", "--disable-pip-version-check", "-q", "--no-deps", "--only-binary=:all:",
+                  "--python-version", "{}.{}".format(*python), "--implementation", "cp",
+                  "--abi", "cp{}{}".format(*python), "--abi", "abi3", "--abi", "none",
+                  *(arg for name in EXTENSION_PLATFORMS[platform] for arg in ("--platform", name))]
+                 for python in _pythons(platform)]
+    key = hashlib.sha256(repr((downloads, pins)).encode()).hexdigest()
     stamp = folder / ".downloaded"
     if not (stamp.exists() and stamp.read_text() == key):
-        print(f"downloading wheels for {platform}, Python {python[0]}.{python[1]} ...", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("*.whl"):  # a version bump must not ship old and new side by side
             stale.unlink()
-        if subprocess.run([str(PYTHON), "-m", "pip", *argv, "-r", str(ROOT / EXTENSION_WHEELS), "-d", "."],
-                          cwd=folder).returncode != 0:
-            _fail(1, f"downloading the wheels for {platform}, Python {python[0]}.{python[1]} failed (pip says why "
-                  "above); run it again")
+        for python, argv in zip(_pythons(platform), downloads, strict=True):
+            print(f"downloading wheels for {platform}, Python {python[0]}.{python[1]} ...", flush=True)
+            if subprocess.run([str(PYTHON), "-m", "pip", *argv, "-r", str(ROOT / EXTENSION_WHEELS), "-d", "."],
+                              cwd=folder).returncode != 0:
+                _fail(1, f"downloading the wheels for {platform}, Python {python[0]}.{python[1]} failed (pip says "
+                      "why above); run it again")
         stamp.write_text(key)
-    return sorted(folder.glob("*.whl"))
+    return {wheel.name: wheel for wheel in sorted(folder.glob("*.whl"))}
 
 
 def _manifest_for_zip(manifest: str, platform: str, wheel_names: list[str]) -> str:
