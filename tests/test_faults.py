@@ -51,26 +51,34 @@ def _datum_in_flight(pid: int, state: Path) -> bool:
     return bool(datum) and not (state / "datums" / "renderer" / datum.group(1)).exists()
 
 
-def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
-    blend, reference = scene
-    env = dict(os.environ, FARM_STATE_DIR=str(state))
-    run = subprocess.Popen([*FARM, "render", str(blend), "--tile", "16", "--workers", "2",
-                            "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
-    killed = []
+def _stop_a_worker_holding_a_tile(run: subprocess.Popen, state: Path) -> int | None:
+    """Once a few tiles are stored, SIGSTOP renderer workers in turn until one holds a tile in flight.
+
+    That one is returned still stopped (the others are resumed), or None if the run
+    ended or two minutes passed first.
+    """
     deadline = time.monotonic() + 120
-    while not killed and time.monotonic() < deadline and run.poll() is None:
+    while time.monotonic() < deadline and run.poll() is None:
         stored = state / "datums" / "renderer"
         started = stored.exists() and len(list(stored.iterdir())) >= 4
         for worker in _renderer_workers(run.pid) if started else []:
             os.kill(worker, signal.SIGSTOP)
             time.sleep(0.05)
             if _datum_in_flight(worker, state):
-                os.kill(worker, signal.SIGKILL)
-                killed.append(worker)
-                break
+                return worker
             os.kill(worker, signal.SIGCONT)
         time.sleep(0.02)
-    assert killed, "no renderer worker to kill"
+    return None
+
+
+def test_worker_killed_mid_tile_is_retried_elsewhere(tmp_path, state, scene):
+    blend, reference = scene
+    env = dict(os.environ, FARM_STATE_DIR=str(state))
+    run = subprocess.Popen([*FARM, "render", str(blend), "--tile", "16", "--workers", "2",
+                            "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
+    worker = _stop_a_worker_holding_a_tile(run, state)
+    assert worker is not None, "no renderer worker to kill"
+    os.kill(worker, signal.SIGKILL)
     assert run.wait(timeout=300) == 0, run.stderr.read()
     log = "".join(p.read_text() for p in (state / "logs" / "renderer").rglob("*.log"))
     assert "worker process died" in log
@@ -176,18 +184,8 @@ def test_worker_that_stops_responding_mid_tile_is_ended_and_its_tile_retried(tmp
                             "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True)
     frozen = []
     try:
-        deadline = time.monotonic() + 120
-        while not frozen and time.monotonic() < deadline and run.poll() is None:
-            stored = state / "datums" / "renderer"
-            started = stored.exists() and len(list(stored.iterdir())) >= 4
-            for worker in _renderer_workers(run.pid) if started else []:
-                os.kill(worker, signal.SIGSTOP)
-                time.sleep(0.05)
-                if _datum_in_flight(worker, state):
-                    frozen.append(worker)  # left stopped for good
-                    break
-                os.kill(worker, signal.SIGCONT)
-            time.sleep(0.02)
+        worker = _stop_a_worker_holding_a_tile(run, state)  # left stopped for good
+        frozen = [worker] if worker is not None else []
         assert frozen, "no renderer worker to stop"
         assert run.wait(timeout=300) == 0, run.stderr.read()
     finally:
