@@ -31,6 +31,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="the Blender in the worker image (its label render-farm.blender-version); default: "
                              "this machine's bpy, as in an image built from the same requirements.txt. "
                              "Submissions of scenes saved by a newer Blender are refused")
+    deploy.add_argument("--renderer-cpu", metavar="CPUS", type=float,
+                        help="CPUs each renderer worker requests (default: the spec's, 2); each pipeline's "
+                             "Blender runs that many threads (FARM_THREADS, rounded up)")
     _add_pachd(deploy)
     deploy.set_defaults(func=deploy_command)
 
@@ -67,7 +70,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 def deploy_command(args: argparse.Namespace) -> int:
     """Print the specs, or apply them and say what changed."""
     specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node),
-                         blender_version=args.blender_version)
+                         blender_version=args.blender_version, renderer_cpu=args.renderer_cpu)
     if not args.apply:
         for spec in specs:
             print(json.dumps(spec, indent=2))

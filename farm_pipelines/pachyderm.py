@@ -39,6 +39,7 @@ from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, 
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
 from farm_pipelines.manifest import describe_piece
+from farm_pipelines.pfs import THREADS_ENV, spec_threads
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 T = TypeVar("T")
@@ -108,17 +109,20 @@ def spec_digest(spec: dict) -> str:
 
 
 def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None,
-                 blender_version: str | None = None) -> list[dict]:
+                 blender_version: str | None = None, renderer_cpu: float | None = None) -> list[dict]:
     """The three specs as they go to pachd: the worker ``image`` set, and an annotation with their digest.
 
     ``gpu`` asks for one NVIDIA GPU per renderer worker on nodes labelled ``render-farm/gpu=true``;
     ``renderer_nodes`` adds node-selector labels for renderers only (spot/preemptible pools).
     ``blender_version`` is the image's Blender (default: this machine's bpy, which an image built from
     the same requirements.txt has); it goes into each transform's environment, where submissions read
-    it and the renderer checks it against its own Blender.
+    it and the renderer checks it against its own Blender. ``renderer_cpu`` replaces the renderer's
+    CPU request. Each transform gets ``FARM_THREADS`` from its spec's CPU request (``spec_threads``).
     """
     if not image.strip():
         raise BadInput("the worker image is empty: pass --image REGISTRY/farm-worker:TAG")
+    if renderer_cpu is not None and not 0 < renderer_cpu < float("inf"):
+        raise BadInput(f"--renderer-cpu {renderer_cpu} is not a positive number of CPUs: pass e.g. 2 or 0.5")
     blender = shown(parse(blender_version or _local_bpy_version()))
     specs = []
     for name in PIPELINES:
@@ -126,12 +130,16 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
         spec["transform"]["image"] = image.strip()
         spec["transform"].setdefault("env", {})[WORKER_VERSION_ENV] = blender
         if name == "renderer":
+            if renderer_cpu is not None:
+                spec.setdefault("resource_requests", {})["cpu"] = renderer_cpu
             selector = dict(renderer_nodes or {})
             if gpu:
                 spec.setdefault("resource_limits", {})["gpu"] = {"type": "nvidia.com/gpu", "number": 1}
                 selector[GPU_NODE_LABEL] = "true"
             if selector:
                 spec.setdefault("scheduling_spec", {}).setdefault("node_selector", {}).update(selector)
+        if threads := spec_threads(spec):
+            spec["transform"]["env"][THREADS_ENV] = str(threads)
         spec.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_ANNOTATION] = spec_digest(spec)
         specs.append(spec)
     return specs

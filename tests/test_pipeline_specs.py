@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from collections import defaultdict
 
@@ -16,8 +17,10 @@ import pytest
 import python_pachyderm
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from farm_pipelines.errors import BadInput
+from farm_pipelines import cli
+from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, spec_digest
+from farm_pipelines.pfs import THREADS_ENV, spec_threads, threads
 from farm_pipelines.pipelines import PIPELINES, load_spec, spec_path
 
 # Two jobs, laid out as the specs say each repo is.
@@ -132,3 +135,52 @@ def test_merger_joins_each_job_once_across_all_three_repos():
 def test_splitter_sees_one_job_per_datum():
     regex = _glob_regex(load_spec("splitter")["input"]["pfs"]["glob"])
     assert [p for p in ("/a", "/b", "/a/scene.blend") if regex.fullmatch(p)] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_deploy_specs_give_each_worker_threads_from_its_cpu_request(name):
+    """pachd tells user code nothing of its CPU request, so the spec's own env must (pfs.spec_threads)."""
+    plain = {s["pipeline"]["name"]: s for s in deploy_specs("w:1")}[name]
+    request = python_pachyderm.parse_dict_pipeline_spec(plain)
+    cpu = load_spec(name)["resource_requests"]["cpu"]
+    assert request.resource_requests.cpu == cpu
+    assert request.transform.env[THREADS_ENV] == str(math.ceil(cpu))
+
+    half = {s["pipeline"]["name"]: s for s in deploy_specs("w:1", renderer_cpu=2.5)}[name]
+    request = python_pachyderm.parse_dict_pipeline_spec(half)
+    if name == "renderer":  # --renderer-cpu changes the renderer's request, and its threads with it
+        assert (request.resource_requests.cpu, request.transform.env[THREADS_ENV]) == (2.5, "3")
+    else:
+        assert request.transform.env[THREADS_ENV] == str(math.ceil(cpu))
+
+
+@pytest.mark.parametrize(("requests", "limits", "expected"), [
+    ({"cpu": 2}, {}, 2), ({"cpu": 0.25}, {}, 1), ({"cpu": 1.5}, {}, 2), ({"cpu": 4}, {"cpu": 2.5}, 2),
+    ({"cpu": 0.5}, {"cpu": 0.5}, 1), ({"memory": "1Gi"}, {}, 0), ({}, {}, 0)])
+def test_spec_threads_round_the_request_up_within_the_limit(requests, limits, expected):
+    assert spec_threads({"resource_requests": requests, "resource_limits": limits}) == expected
+
+
+@pytest.mark.parametrize("cpus", [0, -1, float("nan"), float("inf")])
+def test_renderer_cpu_must_be_a_positive_number(cpus):
+    with pytest.raises(BadInput, match="--renderer-cpu"):
+        deploy_specs("w:1", renderer_cpu=cpus)
+
+
+def test_workers_read_their_threads_and_refuse_a_bad_value(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert threads() == 0
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert threads() == 3
+    monkeypatch.setenv(THREADS_ENV, "2.5")
+    with pytest.raises(FarmFailure, match="FARM_THREADS='2.5' is not a whole number"):
+        threads()
+
+
+def test_deploy_command_takes_the_renderer_cpu(capsys):
+    assert cli.main(["deploy", "--image", "w:1", "--renderer-cpu", "3"]) == 0
+    specs = [json.loads(chunk) for chunk in re.split(r"(?m)^(?=\{)", capsys.readouterr().out) if chunk.strip()]
+    renderer = python_pachyderm.parse_dict_pipeline_spec(next(s for s in specs if s["pipeline"]["name"] == "renderer"))
+    assert (renderer.resource_requests.cpu, renderer.transform.env[THREADS_ENV]) == (3, "3")
+    assert cli.main(["deploy", "--image", "w:1", "--renderer-cpu", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
