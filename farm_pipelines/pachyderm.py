@@ -1,10 +1,9 @@
-"""The boundary to Pachyderm: the only module that imports ``python_pachyderm``.
+"""The boundary to a Pachyderm cluster: the only module that imports ``python_pachyderm``.
 
-Local-farm side: ``serve_worker_api`` answers a transform's ``NextDatum`` calls
-(``worker_api.run_batched``) with python-pachyderm's generated servicer, as pachd's
-worker binary does in a pipeline pod. Cluster side: ``PachydermBackend`` deploys
-the three specs, submits jobs to the ``blends`` repo, follows their job sets and
-downloads the merged frames; ``deploy_specs`` prepares the specs with the worker image.
+``PachydermBackend`` deploys the three specs, submits jobs to the ``blends`` repo,
+follows their job sets and downloads the merged frames; ``deploy_specs`` prepares
+the specs with the worker image. The local farm's side of the Worker API lives in
+``farm_pipelines.local.worker_api_server`` and does without python-pachyderm.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, TypeVar
@@ -32,7 +30,6 @@ import urllib3
 from python_pachyderm import pfs as pach_pfs
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
-from python_pachyderm.proto.v2.worker import worker_pb2, worker_pb2_grpc
 
 from farm_pipelines.backend import Progress
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
@@ -40,32 +37,10 @@ from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
 from farm_pipelines.manifest import describe_piece
 from farm_pipelines.pfs import THREADS_ENV, spec_threads
+from farm_pipelines.pipeline_health import CrashWatch, crash_seconds_from_env
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 T = TypeVar("T")
-
-
-class _WorkerApi(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, next_datum: Callable[[str], list[str] | None]) -> None:
-        self._next_datum = next_datum
-
-    def NextDatum(self, request, context):  # noqa: N802 (gRPC method name)
-        env = self._next_datum(request.error)
-        if env is None:  # no more datums: the farm stops this process, as pachd would
-            context.abort(grpc.StatusCode.CANCELLED, "no more datums")
-        return worker_pb2.NextDatumResponse(env=env)
-
-
-def serve_worker_api(next_datum: Callable[[str], list[str] | None]) -> tuple[grpc.Server, int]:
-    """Start a loopback Worker API; ``next_datum(error)`` finishes the last datum and blocks for the next.
-
-    It returns the next datum's ``KEY=VALUE`` environment, or None when there is none.
-    """
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    worker_pb2_grpc.add_WorkerServicer_to_server(_WorkerApi(next_datum), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
 
 
 # -- The cluster side: deploy the DAG, submit jobs, follow them, fetch frames ---------------------
@@ -233,13 +208,16 @@ class PachydermBackend:
     active context of the user's pachctl config (``PACH_CONFIG`` or ``~/.pachyderm/config.json``).
     ``http_url`` (or ``FARM_PACHD_HTTP``), the base URL of pachd's HTTP file server, makes
     downloads use HTTP range requests; otherwise they use gRPC ``GetFile`` offsets. Both resume.
+    ``crash_seconds`` (or ``FARM_PACHD_CRASH_SECONDS``, default 60) is how long a pipeline the run
+    waits on may stay CRASHING before the run fails (``pipeline_health``).
     """
 
     def __init__(self, address: str | None = None, token: str | None = None, tls: bool | None = None, *,
-                 http_url: str | None = None, poll_seconds: float = 2.0) -> None:
+                 http_url: str | None = None, poll_seconds: float = 2.0, crash_seconds: float | None = None) -> None:
         self._token = token or None
         self._http_url = (http_url or os.environ.get("FARM_PACHD_HTTP") or "").rstrip("/") or None
         self._poll = poll_seconds
+        self._crash_seconds = crash_seconds_from_env() if crash_seconds is None else crash_seconds
         if address:
             host, port, secure = parse_address(address, tls)
             self.address = f"{'grpcs' if secure else 'grpc'}://{host}:{port}"
@@ -397,8 +375,10 @@ class PachydermBackend:
 
     def follow(self, commit_id: str, job: Job, on_progress: Callable[[Progress], None],
                cancel: threading.Event) -> None:
-        """Poll the job set of ``commit_id`` until the merger is done; raise on failed datums or jobs."""
+        """Poll the job set of ``commit_id`` until the merger is done; raise on failed datums or jobs,
+        and on a pipeline that cannot run its workers (``pipeline_health``)."""
         counts: dict[str, int] = {}
+        watch = CrashWatch(self._crash_seconds)
         while True:
             if cancel.is_set():
                 self._stop(commit_id)
@@ -413,8 +393,22 @@ class PachydermBackend:
             on_progress(_progress(infos, counts, done=finished and merger.state == pps_pb2.JOB_SUCCESS))
             if finished:
                 break
+            self._check_pipelines(infos, watch)
             cancel.wait(self._poll)
         self._raise_failures(infos, job.name)
+
+    def _check_pipelines(self, infos: dict[str, pps_pb2.JobInfo], watch: CrashWatch) -> None:
+        """Fail in one line if a pipeline whose job is unfinished cannot run: pachd's
+        ``ppsMaster.pollPipelinePods`` (v2.7.0 ``src/server/pps/server/poller.go``) then sets it
+        CRASHING with the pod's message as ``reason``, and its jobs wait without end."""
+        for name in PIPELINES:
+            if name in infos and infos[name].state in _TERMINAL:
+                continue
+            for info in self._maybe_list(f"check pipeline {name}", self._client.inspect_pipeline, name):
+                verdict = watch.verdict(name, pps_pb2.PipelineState.Name(info.state), info.reason,
+                                        f"pachd at {self.address}")
+                if verdict:
+                    raise FarmFailure(verdict)
 
     def _plan(self, commit_id: str, job_name: str) -> dict[str, int]:
         """How many tiles and frames the splitter planned for this job (other jobs share the repos)."""

@@ -16,6 +16,7 @@ import json
 import re
 import socket
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         self.stopped: list[str] = []
         self.get_file_requests: list[tuple[str, str, int]] = []
         self.break_get_file_after: int | None = None
+        self.pipeline_states: dict[str, tuple[int, str]] = {}  # name -> (PipelineState, reason)
         self._ids = 0
 
     def _next_id(self) -> str:
@@ -185,8 +187,13 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         spec = self.pipelines.get(request.pipeline.name)
         if spec is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {request.pipeline.name} not found")
-        return pps_pb2.PipelineInfo(pipeline=spec.pipeline, details=pps_pb2.PipelineInfo.Details(
-            metadata=spec.metadata, transform=spec.transform))
+        # The state and reason stand in for pachd's ppsMaster.pollPipelinePods (v2.7.0
+        # src/server/pps/server/poller.go), which calls setPipelineCrashing (master.go) with the
+        # waiting container's or unschedulable pod's Kubernetes message; a test scripts them here.
+        state, reason = self.pipeline_states.get(request.pipeline.name, (pps_pb2.PIPELINE_RUNNING, ""))
+        return pps_pb2.PipelineInfo(pipeline=spec.pipeline, state=state, reason=reason,
+                                    details=pps_pb2.PipelineInfo.Details(metadata=spec.metadata,
+                                                                         transform=spec.transform))
 
     def CreatePipeline(self, request, context):  # noqa: N802
         name = request.pipeline.name
@@ -374,6 +381,70 @@ def test_cancel_stops_the_running_jobs(pachd, job_files):
     with pytest.raises(FarmFailure, match="cancelled"):
         farm.run(JOB, job_files, lambda progress: cancel.set(), cancel)
     assert pachd.stopped == ["renderer", "merger"]
+
+
+IMAGE_PULL = 'Back-off pulling image "registry.local:5000/farm-worker:9"'
+UNSCHEDULABLE = "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available."
+
+
+@pytest.mark.parametrize(("reason", "hint"), [(IMAGE_PULL, "every node can pull it"),
+                                              (UNSCHEDULABLE, "no node fits")])
+def test_a_pipeline_that_stays_crashing_fails_the_run_in_one_line_within_the_bound(pachd, job_files, reason, hint):
+    farm = backend(pachd, crash_seconds=0.5)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.pipeline_states["renderer"] = (pps_pb2.PIPELINE_CRASHING, reason)
+    pachd.jobset_script = [[job_info("splitter", pps_pb2.JOB_SUCCESS), job_info("renderer", pps_pb2.JOB_RUNNING),
+                            job_info("merger", pps_pb2.JOB_CREATED)]]  # the jobs wait, as on pachd
+    cancel = threading.Event()
+    give_up = threading.Timer(60, cancel.set)  # without the check the run would wait for ever
+    give_up.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(FarmFailure) as caught:
+            farm.run(JOB, job_files, lambda progress: None, cancel)
+    finally:
+        give_up.cancel()
+    waited = time.monotonic() - started
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("pipeline renderer has been crashing for ")
+    assert reason.rstrip(".") in message and hint in message
+    assert "kubectl describe pod -l pipelineName=renderer" in message
+    assert 0.5 <= waited < 30  # not before the bound, and not much after it
+
+
+def test_a_failed_pipeline_fails_the_run_at_once(pachd, job_files):
+    farm = backend(pachd, crash_seconds=600)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.pipeline_states["merger"] = (pps_pb2.PIPELINE_FAILURE, "could not update resources after 3 attempts")
+    pachd.jobset_script = [[job_info("splitter", pps_pb2.JOB_RUNNING)]]
+    cancel = threading.Event()
+    give_up = threading.Timer(60, cancel.set)
+    give_up.start()
+    try:
+        with pytest.raises(FarmFailure, match=r"^pipeline merger failed on pachd at .*: could not update "
+                                              r"resources after 3 attempts; .*farm deploy --apply"):
+            farm.run(JOB, job_files, lambda progress: None, cancel)
+    finally:
+        give_up.cancel()
+
+
+def test_crashing_while_pods_start_is_not_a_failure(pachd, job_files):
+    """pachd's monitorCrashingPipeline (monitor.go) clears CRASHING once the workers are up."""
+    farm = backend(pachd)  # the default bound, 60 s, is far longer than this run
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.pipeline_states["renderer"] = (pps_pb2.PIPELINE_CRASHING, IMAGE_PULL)
+    ok = pps_pb2.JOB_SUCCESS
+    pachd.jobset_script = [[job_info("splitter", ok), job_info("renderer", pps_pb2.JOB_RUNNING)]] * 3 + [
+        [job_info("splitter", ok), job_info("renderer", ok), job_info("merger", ok)]]
+    seen = []
+    farm.run(JOB, job_files, seen.append, threading.Event())
+    assert seen[-1].stage == "done"
+
+
+def test_a_bad_crash_bound_is_one_line(monkeypatch, pachd):
+    monkeypatch.setenv("FARM_PACHD_CRASH_SECONDS", "soon")
+    with pytest.raises(BadInput, match="FARM_PACHD_CRASH_SECONDS='soon' is not a number of seconds"):
+        PachydermBackend(pachd.address, token=TOKEN)
 
 
 def test_run_without_pipelines_says_to_deploy_and_uploads_nothing(pachd, job_files):
