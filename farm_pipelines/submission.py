@@ -28,7 +28,7 @@ from farm_pipelines.events import Caution, Detail, Done, FarmEvent, FrameDone, I
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.job_lock import job_lock
-from farm_pipelines.local_farm import LocalFarm, default_state_dir
+from farm_pipelines.local.farm import LocalFarm, default_state_dir
 from farm_pipelines.pipelines import load_spec
 from farm_pipelines.tile_size import Costs, Shot, choose
 from farm_pipelines.tiles import Box

@@ -5,9 +5,10 @@ times per job. python-pachyderm's stub would do, but importing python-pachyderm
 loads every Pachyderm API (0.25 s of CPU in each worker process) and its
 pure-Python protobuf costs about 0.3 ms per call, which a 16 px tile notices. The
 call's two messages are one string field each, so this module encodes them
-itself and calls ``/pachyderm.worker.Worker/NextDatum`` over grpc.
-``tests/test_pachyderm_contract.py`` checks both messages against python-pachyderm's
-generated servicer, and every local-farm run serves them with it.
+itself and calls ``/pachyderm.worker.Worker/NextDatum`` over grpc. The local farm's
+server (``farm_pipelines.local.worker_api_server``) uses the same codec for the
+other end. ``tests/test_worker_api_contract.py`` checks all four directions against
+python-pachyderm's generated messages, stub and servicer.
 """
 
 from __future__ import annotations
@@ -60,7 +61,22 @@ def encode_request(error: str) -> bytes:
 
 def decode_response(data: bytes) -> list[str]:
     """``NextDatumResponse.env``: every field 1 (repeated string); fields it does not know are skipped."""
-    env: list[str] = []
+    return _strings_of_field_1(data, "NextDatumResponse")
+
+
+def decode_request(data: bytes) -> str:
+    """``NextDatumRequest.error`` (the server's side): field 1; proto3 keeps the last one sent."""
+    errors = _strings_of_field_1(data, "NextDatumRequest")
+    return errors[-1] if errors else ""
+
+
+def encode_response(env: list[str]) -> bytes:
+    """``NextDatumResponse{env}`` (the server's side): one field 1 per ``KEY=VALUE`` entry."""
+    return b"".join(_field(1, entry.encode("utf-8")) for entry in env)
+
+
+def _strings_of_field_1(data: bytes, message: str) -> list[str]:
+    values: list[str] = []
     at = 0
     while at < len(data):
         key, at = _varint(data, at)
@@ -74,13 +90,13 @@ def decode_response(data: bytes) -> list[str]:
         elif wire_type == 2:
             length, at = _varint(data, at)
             if number == 1:
-                env.append(data[at:at + length].decode("utf-8"))
+                values.append(data[at:at + length].decode("utf-8"))
             at += length
         else:
-            raise ValueError(f"NextDatumResponse: unsupported wire type {wire_type}")
+            raise ValueError(f"{message}: unsupported wire type {wire_type}")
     if at != len(data):
-        raise ValueError("NextDatumResponse: truncated message")
-    return env
+        raise ValueError(f"{message}: truncated message")
+    return values
 
 
 def _field(number: int, payload: bytes) -> bytes:

@@ -1,0 +1,119 @@
+"""Handing a stage's datums to its workers, one at a time, with retries.
+
+Workers ask for work as they become free, so a slow worker never holds the others
+up, and a failed datum goes to the back of the queue until the spec's
+``datum_tries`` run out. The scheduler is the one place that knows whether a stage
+is over: every datum taken must be settled (``finish``, ``requeue``) or the others
+wait for it forever, which is why a worker that gives up must hand its datum back
+through ``finish`` before ``fail_all``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+
+from farm_pipelines.datums import Datum
+from farm_pipelines.manifest import describe_piece
+
+
+@dataclass
+class Task:
+    """One datum of a stage, with the attempts made at it so far."""
+
+    datum: Datum
+    id: str
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    """Hands out tasks one at a time; failed tasks go to the back of the queue until tries run out."""
+
+    def __init__(self, tries: int) -> None:
+        self._queue: collections.deque[Task] = collections.deque()
+        self._tries = tries
+        self._open = True  # more tasks may still come: workers wait instead of stopping
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self.cancelled = False
+        self.failed: dict[str, str] = {}
+
+    def feed(self, tasks: list[Task]) -> None:
+        """Add the stage's tasks, all at once; after this an empty queue means the stage is over."""
+        with self._cond:
+            self._queue.extend(tasks)
+            self._open = False
+            self._cond.notify_all()
+
+    def take(self) -> Task | None:
+        """The next task, waiting while others may still fail and come back; None when the stage is over."""
+        with self._cond:
+            while not self._queue and (self._in_flight or self._open) and not self.cancelled:
+                self._cond.wait()
+            if self.cancelled or not self._queue:
+                return None
+            self._in_flight += 1
+            return self._queue.popleft()
+
+    def finish(self, task: Task, error: str | None) -> bool:
+        """Record an attempt; True when the task is settled (succeeded or out of tries)."""
+        with self._cond:
+            self._in_flight -= 1
+            settled = True
+            if error is not None:
+                task.attempts += 1
+                task.errors.append(error)
+                if task.attempts < self._tries:
+                    self._queue.append(task)
+                    settled = False
+                else:
+                    self.failed[task.datum.key()] = error
+            self._cond.notify_all()
+            return settled
+
+    def requeue(self, task: Task) -> None:
+        """Give back a task that was taken but never started; it is not an attempt."""
+        with self._cond:
+            self._in_flight -= 1
+            self._queue.appendleft(task)
+            self._cond.notify_all()
+
+    def fail_all(self, error: str) -> None:
+        """Fail every task still queued with ``error``; tasks in flight settle as their workers report."""
+        with self._cond:
+            while self._queue:
+                self.failed[self._queue.popleft().datum.key()] = error
+            self._cond.notify_all()
+
+    def give_up(self, task: Task | None, error: str) -> None:
+        """A worker cannot go on: fail the task it holds, without retrying it, and the whole queue.
+
+        One step under the lock, so no other worker takes the task back in between:
+        what stopped this worker (a full disk, a fault of the farm) would stop it too.
+        """
+        with self._cond:
+            if task is not None:
+                self._in_flight -= 1
+                task.attempts += 1
+                task.errors.append(error)
+                self.failed[task.datum.key()] = error
+            while self._queue:
+                self.failed[self._queue.popleft().datum.key()] = error
+            self._cond.notify_all()
+
+    def drained(self) -> bool:
+        with self._cond:
+            return self.cancelled or (not self._queue and not self._in_flight and not self._open)
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled = True
+            self._cond.notify_all()
+
+
+def describe_datum(datum_key: str) -> str:
+    """``blends:/job|splitter:/job/tiles/000003_0007.json`` -> ``frame 3 tile 7``."""
+    name = datum_key.rsplit("/", 1)[-1].removesuffix(".json")
+    return describe_piece(name) or name

@@ -1,0 +1,131 @@
+"""The datum store: every succeeded datum's output, kept so that a run resumes where it stopped.
+
+``datums/<pipeline>/<datum-id>/`` holds what one datum wrote, moved there from the
+worker's ``/pfs/out`` in one rename, with a record of each file's size. A datum
+whose folder is complete is done, as Pachyderm skips datums it has processed; a
+damaged one runs again. A stage's output repo (``repos/<pipeline>/<job>``) is then
+published as the union of its datums' outputs, hard-linked and swapped in at once,
+so readers see either the old commit or the new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+_FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+
+
+class DatumStore:
+    """``datums/`` and the published output repos under one farm state directory."""
+
+    def __init__(self, root: Path, log: Callable[[str], None]) -> None:
+        self.root = root
+        self.repos = root / "repos"
+        self.log = log
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self._files: dict[tuple[str, str], list[str]] = {}  # (pipeline, datum id) -> what it wrote
+
+    def datum_dir(self, pipeline: str, ident: str) -> Path:
+        return self.root / "datums" / pipeline / ident  # ``make_room`` makes the pipeline's folder
+
+    def make_room(self, pipeline: str) -> None:
+        """Make the pipeline's folder, before the first commit lands there."""
+        (self.root / "datums" / pipeline).mkdir(parents=True, exist_ok=True)
+
+    def is_done(self, pipeline: str, ident: str) -> bool:
+        """Done means committed and undamaged: every file it wrote still has its recorded size."""
+        folder = self.datum_dir(pipeline, ident)
+        record = folder / _FILES
+        if not record.exists():
+            return False
+        sizes = json.loads(record.read_text(encoding="utf-8"))
+        for rel, size in sizes.items():
+            path = folder / rel
+            if not path.is_file() or path.stat().st_size != size:
+                self.log(f"{pipeline}: output {rel} is damaged; the datum will run again")
+                shutil.rmtree(folder, ignore_errors=True)
+                return False
+        self._files[(pipeline, ident)] = list(sizes)
+        return True
+
+    def commit(self, pipeline: str, ident: str, out: Path | str) -> None:
+        """Move a finished datum's /pfs/out into the store in one rename.
+
+        Runs once per tile on the hand-off's critical path, so it spends few system
+        calls: the size record is written in place (``out`` is private until the
+        rename), and ``make_room`` has made the store's folder.
+        """
+        sizes = {rel: os.stat(path).st_size for rel, path in _visible_files(out)}
+        with open(os.path.join(out, _FILES), "w", encoding="utf-8") as record:
+            record.write(json.dumps(dict(sorted(sizes.items()))))
+        self._files[(pipeline, ident)] = list(sizes)
+        destination = self.datum_dir(pipeline, ident)
+        try:
+            os.replace(out, destination)
+        except OSError as error:  # an old, damaged copy of this datum is in the way
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(destination)
+            os.replace(out, destination)
+
+    def publish(self, pipeline: str, scope: str, ids: list[str]) -> None:
+        """Make ``repos/<pipeline>/<scope>`` the union of the datums' outputs, swapped in at once."""
+        base = self.repos / pipeline
+        staging = base / f".{scope}.{uuid.uuid4().hex[:8]}"
+        made: set[Path] = set()
+        for ident in ids:
+            # Each datum's file list is known from its commit or its resume check: no tree walks.
+            folder = self.datum_dir(pipeline, ident)
+            for rel in self._written(pipeline, ident):
+                if not rel.startswith(f"{scope}/"):
+                    continue
+                path, target = folder / rel, staging / rel.removeprefix(f"{scope}/")
+                if target.parent not in made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
+                os.link(path, target)
+        staging.mkdir(parents=True, exist_ok=True)
+        final = base / scope
+        old = base / f".{scope}.old.{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _written(self, pipeline: str, ident: str) -> list[str]:
+        if (pipeline, ident) not in self._files:
+            record = self.datum_dir(pipeline, ident) / _FILES
+            self._files[(pipeline, ident)] = list(json.loads(record.read_text(encoding="utf-8")))
+        return self._files[(pipeline, ident)]
+
+    def file_hash(self, path: Path) -> str:
+        """SHA-256 of an input file, remembered while its size and mtime stay the same."""
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            self._hashes[key] = digest.hexdigest()
+        return self._hashes[key]
+
+
+def _visible_files(folder: Path | str) -> Iterator[tuple[str, str]]:
+    """(relative POSIX path, full path) of every file under ``folder``, hidden ones left out.
+
+    ``os.walk`` and string slicing rather than ``Path.rglob``: it runs per tile.
+    """
+    start = len(os.fspath(folder).rstrip(os.sep)) + 1
+    for top, _dirs, files in os.walk(folder):
+        prefix = top[start:].replace(os.sep, "/")
+        for name in files:
+            if not name.startswith("."):
+                yield (f"{prefix}/{name}" if prefix else name), os.path.join(top, name)
