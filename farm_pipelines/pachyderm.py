@@ -218,6 +218,7 @@ class PachydermBackend:
         self._http_url = (http_url or os.environ.get("FARM_PACHD_HTTP") or "").rstrip("/") or None
         self._poll = poll_seconds
         self._crash_seconds = crash_seconds_from_env() if crash_seconds is None else crash_seconds
+        self._job_commits: dict[str, str] = {}  # job name -> id of the upload commit its run made
         if address:
             host, port, secure = parse_address(address, tls)
             self.address = f"{'grpcs' if secure else 'grpc'}://{host}:{port}"
@@ -344,6 +345,7 @@ class PachydermBackend:
         self._require_pipelines()
         self.check_workers_read(job, Path(job_files) / "scene.blend")
         commit_id = self.upload(job, Path(job_files))
+        self._job_commits[job.name] = commit_id
         self.follow(commit_id, job, on_progress, cancel)
 
     def upload(self, job: Job, job_files: Path) -> str:
@@ -460,16 +462,26 @@ class PachydermBackend:
         return failures
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+        """Download the frames of the job ``run`` uploaded, from that job's own merger commit.
+
+        Every commit of a job set has the id of the commit that started it: pachd's
+        ``propagateBranches`` (v2.7.0 ``src/server/pfs/server/driver.go``) opens each downstream
+        output commit with the transaction's ``CommitSetID``, and ``propagateJobs``
+        (``src/server/pps/server/api_server.go``) names the jobs with it too
+        (docs/pachyderm_worker_rules.md sections 5 and 8). So ``merger@<upload id>`` holds this
+        job's frames, whatever other users' jobs have moved the branch head to since.
+        """
         out_dir = Path(out_dir)
-        heads = self._maybe_list("find the merger's output", self._client.inspect_commit, (MERGER, BRANCH))
-        if not heads:
-            raise FarmFailure(f"pachd at {self.address} has no merged frames yet: is the farm deployed?")
-        commit = pach_pfs.Commit(repo=MERGER, id=heads[0].commit.id)  # one snapshot for the whole fetch
+        commit_id = self._job_commits.get(job.name)
+        if commit_id is None:
+            raise FarmFailure(f"job {job.name} was not submitted from here, so its commit on pachd at "
+                              f"{self.address} is unknown: submit it again")
+        commit = pach_pfs.Commit(repo=MERGER, id=commit_id)
         files = self._maybe_list(f"list the frames of job {job.name}", self._client.list_file, commit,
                                  f"/{job.name}")
         if not files:
-            raise FarmFailure(f"job {job.name} has no merged frames on pachd at {self.address}: "
-                              "run it first, or see `farm jobs`")
+            raise FarmFailure(f"job {job.name} has no merged frames in its commit {commit_id[:12]} on pachd at "
+                              f"{self.address}: see `pachctl list job {commit_id}`")
         frames = sorted((int(m.group(1)), info) for info in files
                         if info.file_type == pfs_pb2.FileType.FILE
                         and (m := _FRAME_FILE.match(PurePosixPath(info.file.path).name)))

@@ -48,6 +48,7 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
 
     def __init__(self) -> None:
         self.files: dict[str, dict[str, bytes]] = {}  # repo -> path -> content (the master head)
+        self.commit_files: dict[tuple[str, str], dict[str, bytes]] = {}  # (repo, id) -> files of a scripted commit
         self.staging: dict[str, tuple[str, dict[str, bytes]]] = {}  # open commit id -> (repo, files)
         self.commits: list[tuple[str, str, str]] = []  # (repo, id, description) of finished commits
         self.dropped: list[str] = []
@@ -121,18 +122,22 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         self.staging.pop(request.commit_set.id, None)
         return empty_pb2.Empty()
 
-    def InspectCommit(self, request, context):  # noqa: N802
-        repo = request.commit.branch.repo.name
-        if repo not in self.files:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
-        return pfs_pb2.CommitInfo(commit=pfs_pb2.Commit(branch=request.commit.branch, id="f" * 32))
+    def _files(self, commit: pfs_pb2.Commit, context) -> dict[str, bytes]:
+        """The files of ``repo@id``: a commit a test scripted has its own, any other reads as the head.
 
-    def _entries(self, repo: str, context) -> dict[str, bytes | None]:
-        """Files and (as None) directories of a repo."""
+        The project's own simplification: pachd keeps every commit (driver_file.go, openCommit).
+        """
+        repo = commit.branch.repo.name
+        if (repo, commit.id) in self.commit_files:
+            return self.commit_files[(repo, commit.id)]
         if repo not in self.files:
             context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
+        return self.files[repo]
+
+    def _entries(self, commit: pfs_pb2.Commit, context) -> dict[str, bytes | None]:
+        """Files and (as None) directories of a commit."""
         entries: dict[str, bytes | None] = {}
-        for path, data in self.files[repo].items():
+        for path, data in self._files(commit, context).items():
             entries[path] = data
             parts = path.strip("/").split("/")
             for depth in range(1, len(parts)):
@@ -147,7 +152,7 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
 
     def ListFile(self, request, context):  # noqa: N802
         repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/")
-        children = {p: d for p, d in self._entries(repo, context).items()
+        children = {p: d for p, d in self._entries(request.file.commit, context).items()
                     if p.rstrip("/").rpartition("/")[0] == base}
         if not children:
             context.abort(grpc.StatusCode.NOT_FOUND, f"path {request.file.path} not found")
@@ -156,21 +161,21 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
 
     def WalkFile(self, request, context):  # noqa: N802
         repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/") + "/"
-        for path, data in sorted(self._entries(repo, context).items()):
+        for path, data in sorted(self._entries(request.file.commit, context).items()):
             if path.startswith(base):
                 yield self._info(repo, path, data)
 
     def GlobFile(self, request, context):  # noqa: N802
         repo = request.commit.branch.repo.name
         pattern = re.compile(re.escape(request.pattern).replace(r"\*", "[^/]+") + "/?")
-        for path, data in sorted(self._entries(repo, context).items()):
+        for path, data in sorted(self._entries(request.commit, context).items()):
             if pattern.fullmatch(path):
                 yield self._info(repo, path, data)
 
     def GetFile(self, request, context):  # noqa: N802
         repo, path = request.file.commit.branch.repo.name, request.file.path
         self.get_file_requests.append((repo, request.file.commit.id, request.offset))
-        data = self.files.get(repo, {}).get(path)
+        data = self._files(request.file.commit, context).get(path)
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"file {path} not found")
         data = data[request.offset:]
@@ -453,44 +458,84 @@ def test_run_without_pipelines_says_to_deploy_and_uploads_nothing(pachd, job_fil
     assert pachd.commits == []
 
 
-def seed_frames(fake: FakePachd) -> dict[str, bytes]:
+def seed_frames(fake: FakePachd, commit_id: str | None = None) -> dict[str, bytes]:
+    """The merger's output at the head and, given ``commit_id``, in the merger commit of that job set.
+
+    That commit has the upload's id because pachd's propagateBranches (v2.7.0
+    src/server/pfs/server/driver.go) opens every downstream output commit with the commit-set id.
+    """
     frames = {f"/{JOB.name}/{n:06d}.exr": hashlib.sha256(bytes([n])).digest() * 12_000 for n in (1, 2)}
     fake.files["merger"] = dict(frames)
     fake.files["merger"][f"/{JOB.name}/failed.json"] = json.dumps(["frame 3: tile 1 missing"]).encode()
     fake.files["merger"]["/other-job/000001.exr"] = b"not ours"
+    if commit_id is not None:
+        fake.commit_files[("merger", commit_id)] = dict(fake.files["merger"])
     return frames
 
 
-def test_fetch_frames_downloads_resumes_a_partial_file_and_returns_errors(pachd, tmp_path):
-    frames = seed_frames(pachd)
+def submitted(fake: FakePachd, job_files: Path, job: Job = JOB, **options) -> tuple[PachydermBackend, str]:
+    """A backend that has run ``job`` to the end, and the id of the upload commit it made."""
+    farm = backend(fake, **options)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    fake.jobset_script = [[job_info(name, pps_pb2.JOB_SUCCESS) for name in PIPELINES]]
+    farm.run(job, job_files, lambda progress: None, threading.Event())
+    return farm, fake.commits[-1][1]
+
+
+def test_fetch_frames_downloads_resumes_a_partial_file_and_returns_errors(pachd, job_files, tmp_path):
+    farm, commit_id = submitted(pachd, job_files)
+    frames = seed_frames(pachd, commit_id)
     first = frames[f"/{JOB.name}/000001.exr"]
     digest = hashlib.sha256(first).hexdigest()[:16]
     out = tmp_path / "frames"
     out.mkdir()
     (out / f".000001.exr.{digest}.part").write_bytes(first[:1000])  # left by an interrupted fetch
     got = []
-    errors = backend(pachd).fetch_frames(JOB, out, lambda frame, path: got.append((frame, path.name)))
+    errors = farm.fetch_frames(JOB, out, lambda frame, path: got.append((frame, path.name)))
     assert got == [(1, "000001.exr"), (2, "000002.exr")]
     assert {p.name for p in out.iterdir()} == {"000001.exr", "000002.exr"}
     for path, data in frames.items():
         assert (out / Path(path).name).read_bytes() == data
     assert errors == ["frame 3: tile 1 missing"]
     offsets = [(repo, commit, offset) for repo, commit, offset in pachd.get_file_requests]
-    assert offsets[0] == ("merger", "f" * 32, 1000)  # resumed, from the one pinned commit
-    assert {commit for _, commit, _ in offsets} == {"f" * 32}
+    assert offsets[0] == ("merger", commit_id, 1000)  # resumed, from the job's own commit
+    assert {commit for _, commit, _ in offsets} == {commit_id}
 
 
-def test_fetch_frames_resumes_after_a_broken_stream(pachd, tmp_path):
-    frames = seed_frames(pachd)
+def test_fetch_frames_reads_the_jobs_own_commit_not_the_branch_head(pachd, job_files, tmp_path):
+    farm, ours = submitted(pachd, job_files)
+    frames = seed_frames(pachd, ours)
+    # A friend's job runs next on the shared cluster, and removes ours: the merger's head is its commit.
+    friend = Job("friend_shot-9f8e7d6c", "friend's shot", JobSettings())
+    _, theirs = submitted(pachd, job_files, friend)
+    pachd.files["merger"] = {f"/{friend.name}/000001.exr": b"a friend's frame"}
+    pachd.commit_files[("merger", theirs)] = dict(pachd.files["merger"])
+    assert theirs != ours
+    farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
+    for path, data in frames.items():
+        assert (tmp_path / Path(path).name).read_bytes() == data
+    assert {commit for _, commit, _ in pachd.get_file_requests} == {ours}
+
+
+def test_fetch_frames_needs_the_jobs_run(pachd, tmp_path):
+    seed_frames(pachd)
+    with pytest.raises(FarmFailure, match="was not submitted from here"):
+        backend(pachd).fetch_frames(JOB, tmp_path, lambda frame, path: None)
+    assert pachd.get_file_requests == []
+
+
+def test_fetch_frames_resumes_after_a_broken_stream(pachd, job_files, tmp_path):
+    farm, commit_id = submitted(pachd, job_files)
+    frames = seed_frames(pachd, commit_id)
     pachd.break_get_file_after = 200_000
-    backend(pachd).fetch_frames(JOB, tmp_path, lambda frame, path: None)
+    farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
     assert (tmp_path / "000001.exr").read_bytes() == frames[f"/{JOB.name}/000001.exr"]
     assert [offset for _, _, offset in pachd.get_file_requests[:2]] == [0, 200_000]
 
 
-def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, tmp_path):
-    frames = seed_frames(pachd)
+def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, job_files, tmp_path):
     seen: list[tuple[str, str | None, str | None]] = []
+    frames: dict[str, bytes] = {}
 
     class FileServer(http.server.BaseHTTPRequestHandler):
         """pachd's /pfs/<project>/<repo>/<commit>/<path> file server; the first answer breaks off."""
@@ -511,14 +556,15 @@ def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FileServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        farm = backend(pachd, http_url=f"http://127.0.0.1:{server.server_port}/")
+        farm, commit_id = submitted(pachd, job_files, http_url=f"http://127.0.0.1:{server.server_port}/")
+        frames.update(seed_frames(pachd, commit_id))
         farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
     finally:
         server.shutdown()
     for path, data in frames.items():
         assert (tmp_path / Path(path).name).read_bytes() == data
     size = len(frames[f"/{JOB.name}/000001.exr"])
-    assert seen[0] == (f"/pfs/default/merger/{'f' * 32}/{JOB.name}/000001.exr", f"bytes=0-{size - 1}", TOKEN)
+    assert seen[0] == (f"/pfs/default/merger/{commit_id}/{JOB.name}/000001.exr", f"bytes=0-{size - 1}", TOKEN)
     assert seen[1][1] == f"bytes=50000-{size - 1}"
 
 
