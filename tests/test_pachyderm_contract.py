@@ -305,6 +305,7 @@ def test_deploy_sends_the_parsed_specs_and_only_changes(pachd):
         assert request.metadata.annotations[SPEC_ANNOTATION] == spec["metadata"]["annotations"][SPEC_ANNOTATION]
     renderer = sent[1]
     assert renderer.transform.datum_batching and renderer.datum_tries == 3
+    assert renderer.transform.env["FARM_THREADS"] == "2"  # its CPU request, which pachd tells no worker
     assert [i.pfs.repo for i in renderer.input.join] == ["blends", "splitter"]
 
     assert farm.deploy(specs) == [f"pipeline {n} is up to date" for n in PIPELINES]
