@@ -24,7 +24,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--image", required=True, help="worker image, e.g. registry.example:5000/farm-worker:1")
     deploy.add_argument("--apply", action="store_true", help="create or update the pipelines on pachd")
     deploy.add_argument("--gpu", action="store_true",
-                        help="renderers ask for one NVIDIA GPU and run on nodes labelled render-farm/gpu=true")
+                        help="renderers reserve one NVIDIA GPU and run on nodes labelled render-farm/gpu=true "
+                             "(they still render on the CPU: GPU rendering is not implemented yet)")
     deploy.add_argument("--renderer-node", metavar="LABEL=VALUE", action="append", default=[],
                         help="node selector for renderers only, e.g. render-farm/spot=true (repeatable)")
     deploy.add_argument("--blender-version", metavar="X.Y.Z",

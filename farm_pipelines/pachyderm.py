@@ -267,7 +267,7 @@ class PachydermBackend:
                                "TLS (grpc:// or grpcs://) and that pachd is running (kubectl get pods)")
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return FarmFailure(f"{where} refused the token to {doing} ({details}): set FARM_PACHD_TOKEN "
-                               "to a valid token, e.g. from `pachctl auth get-robot-token render-farm`")
+                               "to a valid token (`pachctl auth get-robot-token`, on clusters with Enterprise auth)")
         if code == grpc.StatusCode.PERMISSION_DENIED:
             return FarmFailure(f"{where} does not allow this token to {doing} ({details}): ask the cluster "
                                "admin for repoOwner on 'blends' and the farm pipelines")
