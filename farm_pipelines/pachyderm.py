@@ -146,8 +146,12 @@ class FailedDatum:
     log_lines: tuple[str, ...]
 
     def describe(self) -> str:
-        last = self.log_lines[-1] if self.log_lines else "no log lines"
-        return f"job {self.job} {self.what} (datum {self.datum_id[:12]}): {last[:200]}"
+        """One line: the datum's last error line (``error: ...``, as ``run_batched`` logs it), else its last line;
+        ``err_cmd`` and pachd's own lines about it come after the error."""
+        lines = self.log_lines
+        shown = next((line for line in reversed(lines) if line.lower().startswith("error")),
+                     lines[-1] if lines else "no log lines")
+        return f"job {self.job} {self.what} (datum {self.datum_id[:12]}): {shown[:200]}"
 
 
 class DatumsFailed(FarmFailure):
@@ -452,12 +456,20 @@ class PachydermBackend:
         wanted = pps_pb2.ListDatumRequest.Filter(state=[pps_pb2.DatumState.FAILED, pps_pb2.DatumState.RECOVERED])
         datums = self._list(f"list the failed {pipeline} datums", self._client.list_datum, pipeline, job_id,
                             datum_filter=wanted)
+        if not datums:
+            return []
+        # The job's logs, matched here: batched user code logs with the datum set's logger, tagged with
+        # the job only, and pachd's datum filter keeps only lines whose datumId field equals the datum
+        # (v2.7.0 src/server/pps/server/api_server.go, getLogsLoki; src/internal/ppsutil/util.go,
+        # FilterLogLines), so `datum=` finds none of them (docs/pachyderm_worker_rules.md section 4).
+        logs = self._maybe_list(f"read the logs of the {pipeline} job {job_id[:12]}", self._client.get_job_logs,
+                                pipeline, job_id)
         failures = []
         for datum in datums:
-            owner, what = _datum_subject(pipeline, [f.file.path for f in datum.data])
-            logs = self._maybe_list(f"read the logs of {pipeline} datum {datum.datum.id}",
-                                    self._client.get_job_logs, pipeline, job_id, datum=datum.datum)
-            lines = tuple(line for line in (_one_line(m.message) for m in logs) if line)
+            paths = [f.file.path for f in datum.data]
+            owner, what = _datum_subject(pipeline, paths)
+            lines = tuple(line for line in (_one_line(m.message) for m in logs
+                                            if _is_datums_line(m, datum.datum.id, paths)) if line)
             failures.append(FailedDatum(pipeline, datum.datum.id, owner, what, lines))
         return failures
 
@@ -609,6 +621,14 @@ def _datum_subject(pipeline: str, paths: list[str]) -> tuple[str, str]:
             return match.group(1), describe_piece(match.group(2))
     job = next((p.strip("/").split("/")[0] for p in paths if p.strip("/")), "?")
     return job, {"splitter": "splitting", "merger": "merging"}.get(pipeline, pipeline)
+
+
+def _is_datums_line(message: pps_pb2.LogMessage, datum_id: str, paths: list[str]) -> bool:
+    """A log line of this datum: tagged with it (``err_cmd``'s output and unbatched code are), or naming
+    its ID or its tile file, as the renderer's error line and its ``err_cmd`` do (``renderer/__main__.py``)."""
+    if message.datum_id == datum_id or datum_id in message.message:
+        return True
+    return any(_TILE_PATH.match(p) and f"tile {p.strip('/')} " in message.message for p in paths)
 
 
 def _progress(infos: dict[str, pps_pb2.JobInfo], counts: dict[str, int], done: bool) -> Progress:

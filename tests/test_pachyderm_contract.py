@@ -60,7 +60,8 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         self.jobset_calls: list[str] = []
         self.datums: dict[tuple[str, str], list[pps_pb2.DatumInfo]] = {}
         self.datum_filters: list[list[int]] = []
-        self.logs: dict[str, list[str]] = {}
+        self.logs: list[pps_pb2.LogMessage] = []  # every worker log line, as pachd stores them
+        self.logs_requests: list[pps_pb2.GetLogsRequest] = []
         self.stopped: list[str] = []
         self.get_file_requests: list[tuple[str, str, int]] = []
         self.break_get_file_after: int | None = None
@@ -223,8 +224,19 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
                 yield datum
 
     def GetLogs(self, request, context):  # noqa: N802
-        for line in self.logs.get(request.datum.id, []):
-            yield pps_pb2.LogMessage(message=line + "\n", datum_id=request.datum.id)
+        # Follows pachd's ppsutil.FilterLogLines (v2.7.0 src/internal/ppsutil/util.go), as getLogsLoki
+        # (src/server/pps/server/api_server.go) also does after its substring query: a line is sent
+        # only if its pipeline and job fields equal the request's job, and, with a datum asked for,
+        # its datumId field equals that datum. Lines batched user code writes have no datumId
+        # (transform/worker.go, handleDatumSetBatching gives it the set's job logger).
+        self.logs_requests.append(request)
+        for line in self.logs:
+            if request.HasField("job") and (line.pipeline_name, line.job_id) != (request.job.pipeline.name,
+                                                                              request.job.id):
+                continue
+            if request.HasField("datum") and line.datum_id != request.datum.id:
+                continue
+            yield line
 
     def StopJob(self, request, context):  # noqa: N802
         self.stopped.append(request.job.pipeline.name)
@@ -359,14 +371,30 @@ def test_failed_datum_names_its_tile_and_log_lines(pachd, job_files):
         job_info("renderer", pps_pb2.JOB_FAILURE, data_total=12, data_processed=11, data_failed=1),
         job_info("merger", pps_pb2.JOB_UNRUNNABLE, reason="an upstream job failed"),
     ]]
-    datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id="d" * 64), state=pps_pb2.DatumState.FAILED, data=[
-        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}")),
-        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}/tiles/000003_0002.json"))])
-    ok_datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id="e" * 64), state=pps_pb2.DatumState.SUCCESS)
-    pachd.logs["d" * 64] = ["Traceback (most recent call last):", "RuntimeError: out of GPU memory"]
+    bad, good = "d" * 64, "e" * 64
+    tile = f"{JOB.name}/tiles/000003_0002.json"
+    datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id=bad), state=pps_pb2.DatumState.FAILED, data=[
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}")), pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{tile}"))])
+    ok_datum = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id=good), state=pps_pb2.DatumState.SUCCESS)
 
     def script_datums(*_):  # the job id is only known once the upload commit exists
-        pachd.datums[("renderer", pachd.commits[-1][1])] = [datum, ok_datum]
+        job_id = pachd.commits[-1][1]
+        pachd.datums[("renderer", job_id)] = [datum, ok_datum]
+
+        def line(text: str, datum_id: str = "", job: str = job_id, pipeline: str = "renderer"):
+            return pps_pb2.LogMessage(pipeline_name=pipeline, job_id=job, datum_id=datum_id, user=True,
+                                      message=text + "\n")
+
+        pachd.logs[:] = [
+            # batched user code: tagged with the job only, as pachd's handleDatumSetBatching logs it
+            line(f"renderer: {JOB.name} frame 1 piece 0000 done"),
+            line(f"error: tile {tile} (datum {bad}): RuntimeError('out of GPU memory')"),
+            line(f"error: tile {JOB.name}/tiles/000002_0001.json (datum {good}): a try that was retried"),
+            # err_cmd's output goes through the datum's logger (RunUserErrorHandlingCode), so it is tagged
+            line(f"renderer: recovered tile {tile} (datum {bad}), frame 3 tile 2, after a failed try", bad),
+            line("beginning to run user error handling code", bad),
+            line(f"error: tile {tile} (datum {bad}): the same tile in another job", job="f" * 32),
+        ]
 
     with pytest.raises(DatumsFailed) as caught:
         farm.run(JOB, job_files, script_datums, threading.Event())
@@ -374,8 +402,13 @@ def test_failed_datum_names_its_tile_and_log_lines(pachd, job_files):
     assert "\n" not in message
     assert "frame 3 tile 2" in message and "out of GPU memory" in message and JOB.name in message
     [failure] = caught.value.failures
-    assert failure.log_lines == ("Traceback (most recent call last):", "RuntimeError: out of GPU memory")
+    assert failure.log_lines == (f"error: tile {tile} (datum {bad}): RuntimeError('out of GPU memory')",
+                                 f"renderer: recovered tile {tile} (datum {bad}), frame 3 tile 2, after a failed try",
+                                 "beginning to run user error handling code")
     assert pachd.datum_filters == [[pps_pb2.DatumState.FAILED, pps_pb2.DatumState.RECOVERED]]
+    # one request for the whole job's logs: a datum filter would find no line of batched user code
+    [asked] = pachd.logs_requests
+    assert (asked.job.pipeline.name, asked.job.id, asked.HasField("datum")) == ("renderer", pachd.commits[-1][1], False)
 
 
 def test_cancel_stops_the_running_jobs(pachd, job_files):

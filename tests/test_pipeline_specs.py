@@ -10,8 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import python_pachyderm
@@ -22,6 +26,8 @@ from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, spec_digest
 from farm_pipelines.pfs import THREADS_ENV, spec_threads, threads
 from farm_pipelines.pipelines import PIPELINES, load_spec, spec_path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Two jobs, laid out as the specs say each repo is.
 REPOS = {
@@ -184,3 +190,47 @@ def test_deploy_command_takes_the_renderer_cpu(capsys):
     assert (renderer.resource_requests.cpu, renderer.transform.env[THREADS_ENV]) == (3, "3")
     assert cli.main(["deploy", "--image", "w:1", "--renderer-cpu", "0"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_renderer_sets_are_pachyderms_default_size_not_one_tile():
+    """pachd starts the user code once per datum set (v2.7.0 transform/worker.go, handleDatumSetBatching);
+    `number: 1` would start Blender per tile. registry.go, createSetSpec: number and size_bytes left 0
+    means datums / (workers x per_worker); an all-zero spec would divide by zero."""
+    request = python_pachyderm.parse_dict_pipeline_spec(load_spec("renderer"))
+    spec = request.datum_set_spec
+    assert (spec.number, spec.size_bytes, spec.per_worker) == (0, 0, 4)
+    for name in PIPELINES:
+        if "datum_set_spec" in load_spec(name):
+            parsed = python_pachyderm.parse_dict_pipeline_spec(load_spec(name)).datum_set_spec
+            assert parsed.number or parsed.size_bytes or parsed.per_worker, name
+
+
+def test_renderer_reads_the_blend_lazily_and_the_tile_eagerly():
+    """A lazy input is a named pipe fetched only if opened (pfssync/pipe_unix.go, makePipe), so a tile
+    whose blend the worker has cached downloads nothing, and the meta commit does not store it again."""
+    [blends, tiles] = python_pachyderm.parse_dict_pipeline_spec(load_spec("renderer")).input.join
+    assert (blends.pfs.name, blends.pfs.lazy) == ("blends", True)
+    assert (tiles.pfs.name, tiles.pfs.lazy) == ("splitter", False)
+
+
+def test_renderer_recovers_a_failed_tile_with_a_command_that_exists():
+    transform = python_pachyderm.parse_dict_pipeline_spec(load_spec("renderer")).transform
+    python, flag, module = transform.err_cmd
+    assert (python, flag) == ("python3", "-m") and importlib.util.find_spec(module) is not None
+    for name in ("splitter", "merger"):  # a failed split or merge must fail the job, not vanish
+        assert not python_pachyderm.parse_dict_pipeline_spec(load_spec(name)).transform.err_cmd
+
+
+def test_err_cmd_logs_the_tile_with_its_datum_id_and_exits_0(tmp_path):
+    """What pachd runs after a failed try (forEachDatum's WithRecoveryCallback ->
+    driver.RunUserErrorHandlingCode, with the datum's environment): exit 0 marks the datum RECOVERED."""
+    transform = load_spec("renderer")["transform"]
+    datum_id = "ab" * 32
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "PACH_DATUM_ID": datum_id,
+           "PACH_JOB_ID": "c" * 32, "splitter": "/pfs/splitter/shot_1-0a1b2c3d/tiles/000012_0003_01.json"}
+    done = subprocess.run([sys.executable, *transform["err_cmd"][1:]], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert f"tile shot_1-0a1b2c3d/tiles/000012_0003_01.json (datum {datum_id})" in line
+    assert "frame 12 tile 3 sample chunk 1" in line and "c" * 32 in line

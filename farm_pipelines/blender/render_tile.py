@@ -1,5 +1,10 @@
 """Render one tile of one frame to a float OpenEXR, keeping the blend loaded between tiles.
 
+The loaded blend is found by content hash, not by file: on Pachyderm every datum
+gets a fresh copy of its inputs (a new inode each time), or with a ``lazy`` input a
+named pipe, so only the hash the splitter recorded says two tiles share a blend
+(``farm_pipelines.blend_cache``).
+
 A frame that is one piece renders as the scene says (its compositor and denoiser
 included) to RGBA. A frame split into tiles or sample chunks renders each piece
 to multilayer OpenEXR with every view layer and pass, compositing off and, if the
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import bpy
 
-from farm_pipelines import blender_versions, merge
+from farm_pipelines import blend_cache, blender_versions, merge
 from farm_pipelines.atomic_files import atomic_path
 from farm_pipelines.blender import animation_hold, session
 from farm_pipelines.errors import FarmFailure
@@ -24,25 +29,32 @@ from farm_pipelines.tiles import border_for_box
 
 
 class TileRenderer:
-    """Holds one open blend; a worker reuses it for every tile of the same job."""
+    """Holds one open blend; a worker process reuses it for every tile of the same blend content."""
 
     def __init__(self, threads: int = 0) -> None:
         self.threads = threads
-        self._loaded: tuple | None = None
+        self._loaded: str | None = None  # the sha256 of the open blend
+        self.loads = 0  # blends opened by this process; each one is logged
         self.scene: bpy.types.Scene | None = None
         self._held = animation_hold.HeldAnimation()
 
-    def load(self, blend: Path, saved_with: tuple[int, ...] = ()) -> bpy.types.Scene:
-        stat = blend.stat()
-        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if key != self._loaded:
+    def load(self, blend: Path, saved_with: tuple[int, ...] = (), sha256: str | None = None) -> bpy.types.Scene:
+        """Open ``blend`` unless the blend with content ``sha256`` is open already; then ``blend`` is not read.
+
+        Without ``sha256`` (a tile cut before the splitter recorded it) the file is hashed.
+        """
+        if sha256 is None or sha256 != self._loaded:
+            path, sha256 = blend_cache.local_blend(blend, sha256)
+        if sha256 != self._loaded:
             check_version(saved_with)
-            self.scene = session.open_untrusted(blend)
+            self.scene = session.open_untrusted(path)
+            self.loads += 1
+            print(f"renderer: loaded blend {sha256[:12]} (load {self.loads} of this process)", flush=True)
             self._frame: int | None = None
             self._held = animation_hold.HeldAnimation()  # the old file's data is gone
             self._output: tuple | None = None
             self._configure(self.scene)
-            self._loaded = key
+            self._loaded = sha256
         return self.scene
 
     def _configure(self, scene: bpy.types.Scene) -> None:

@@ -6,7 +6,10 @@ offset) and encodes the frame once through Blender, into
 sample chunks) is stitched pass by pass and composited, and denoised if the
 scene asks, once on the whole frame. A frame with missing or wrong tiles is not
 written; its error, naming the tiles, goes to ``/pfs/out/<job>/failed.json`` so
-the good frames of the job still land.
+the good frames of the job still land. On Pachyderm that needs the renderer's
+``err_cmd`` (``renderer/recover.py``): it marks a tile that failed every try
+RECOVERED, so the renderer's job succeeds without it and this job runs, instead of
+being left unrunnable behind a failed one.
 """
 
 from __future__ import annotations

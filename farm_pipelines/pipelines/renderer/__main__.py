@@ -1,33 +1,61 @@
-"""Renderer transform, with datum batching: one Blender per worker renders tile after tile.
+"""Renderer transform, with datum batching: one Blender per datum set renders tile after tile.
 
 Each datum is the join of ``/pfs/blends/<job>`` and one ``/pfs/splitter/<job>/tiles/<piece>.json``;
 the piece (a tile, or one sample chunk of a tile) goes to ``/pfs/out/<job>/<frame>/<piece>.exr``.
+The piece names its job, the Blender that saved it and the blend's content hash, so a
+tile whose blend this process (or this pod) has already is rendered without reading
+``/pfs/blends`` at all: on Pachyderm that input is lazy and is then never fetched.
+
+A failure is re-raised with the tile and its datum ID on the error line: in batching
+mode pachd tags user output with the job only, not the datum (docs/pachyderm_worker_rules.md
+section 4), so that marker is how ``farm`` finds the tile's lines among the job's logs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from farm_pipelines import pfs
 from farm_pipelines.blender import entry
 from farm_pipelines.blender.render_tile import TileRenderer
+from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.worker_api import run_batched
 
 
 def render_datum(renderer: TileRenderer, jobs: dict[tuple, Job]) -> None:
+    tile_path = pfs.input_path("splitter")
+    try:
+        _render(renderer, jobs, tile_path)
+    except Exception as failure:
+        reason = str(failure) if isinstance(failure, (BadInput, FarmFailure)) else repr(failure)
+        raise FarmFailure(f"{tile_marker(tile_path)}: {reason}") from failure
+
+
+def tile_marker(tile_path: Path) -> str:
+    """``tile <job>/tiles/<piece>.json (datum <id>)``: what every failure line of this tile says."""
+    return (f"tile {tile_path.parent.parent.name}/tiles/{tile_path.name} "
+            f"(datum {os.environ.get('PACH_DATUM_ID', '?')})")
+
+
+def _render(renderer: TileRenderer, jobs: dict[tuple, Job], tile_path: Path) -> None:
+    datum = json.loads(tile_path.read_text(encoding="utf-8"))
     job_dir = pfs.input_path("blends")
-    datum = json.loads(pfs.input_path("splitter").read_text(encoding="utf-8"))
-    job = _job(job_dir / "job.json", jobs)
-    renderer.load(job_dir / "scene.blend", job.saved_with)
+    if "job" in datum:
+        name, saved_with = datum["job"], tuple(datum["saved_with"])
+    else:  # a tile cut before the splitter recorded its job (pachd keeps a pipeline's old outputs)
+        job = _job(job_dir / "job.json", jobs)
+        name, saved_with = job.name, job.saved_with
+    renderer.load(job_dir / "scene.blend", saved_with, datum.get("blend_sha256"))
     tile = TileSpec.from_json(datum)
     frame = int(datum["frame"])
     chunk = SampleChunk.from_json(datum["chunk"]) if datum.get("chunk") else None
-    out = pfs.output_dir() / job.name / f"{frame:06d}" / f"{datum['piece']}.exr"
+    out = pfs.output_dir() / name / f"{frame:06d}" / f"{datum['piece']}.exr"
     renderer.render(frame, tile, tuple(datum["frame_size"]), out, bool(datum["farm_composites"]), chunk)
-    print(f"renderer: {job.name} frame {frame} piece {datum['piece']} done", flush=True)
+    print(f"renderer: {name} frame {frame} piece {datum['piece']} done", flush=True)
 
 
 def _job(path: Path, jobs: dict[tuple, Job]) -> Job:

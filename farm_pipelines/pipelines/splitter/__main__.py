@@ -3,7 +3,10 @@
 Opens the job's blend (untrusted) only to read its active scene: frame size,
 render region, frame range and samples. Each piece datum (a tile, or one sample
 chunk of a tile) is a small JSON file, so the renderer's join hands every worker
-exactly one piece of exactly one job. Batched, so the local farm can start its
+exactly one piece of exactly one job. Each piece also carries what the renderer
+needs of the job without opening the job's folder: its name, the Blender that saved
+it and the blend's content hash, by which a renderer finds a blend it already has
+(``farm_pipelines.blend_cache``). Batched, so the local farm can start its
 Blender while the job is still being prepared, and a pod keeps one between jobs.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 
 from farm_pipelines import pfs
+from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender import entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
@@ -23,6 +27,7 @@ def split_datum() -> None:
     job_dir = pfs.input_path("blends")
     job = Job.load(job_dir / "job.json")
     blend = job_dir / "scene.blend"
+    blend_sha256 = file_sha256(blend)
     scene = session.open_untrusted(blend)
     session.require_camera(scene, blend)
     frames = job.settings.frames.frames(scene.frame_start, scene.frame_end)
@@ -49,7 +54,8 @@ def split_datum() -> None:
         (frame_dir / "manifest.json").write_text(json.dumps(manifest.to_json()), encoding="utf-8")
         for tile, chunk in manifest.pieces():
             piece = manifest.piece_name(tile, chunk)
-            datum = {"frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
+            datum = {"job": job.name, "blend_sha256": blend_sha256, "saved_with": list(job.saved_with),
+                     "frame": frame, "piece": piece, "farm_composites": manifest.farm_composites,
                      **tile.to_json(), "chunk": chunk.to_json() if chunk else None, "frame_size": list(size)}
             (out / "tiles" / f"{frame:06d}_{piece}.json").write_text(json.dumps(datum), encoding="utf-8")
         total += len(manifest.pieces())
