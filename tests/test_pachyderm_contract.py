@@ -536,6 +536,40 @@ def test_fetch_frames_downloads_resumes_a_partial_file_and_returns_errors(pachd,
     assert {commit for _, commit, _ in offsets} == {commit_id}
 
 
+def test_a_recovered_tile_costs_only_its_frame_and_is_named_with_its_log_lines(pachd, job_files, tmp_path):
+    """The renderer's err_cmd exited 0, so pachd counted the tile RECOVERED (v2.7.0 datum.go,
+    Datum.handleFailed: no FailedId), the renderer's job succeeded and the merger's job ran
+    (registry.go, processJobStarting finds no failed input). The run names the tile; the good frames land."""
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    seed_splitter(pachd, JOB.name, frames=3, tiles_per_frame=2)
+    pachd.jobset_script = [[
+        job_info("splitter", pps_pb2.JOB_SUCCESS),
+        job_info("renderer", pps_pb2.JOB_SUCCESS, data_total=6, data_processed=5, data_recovered=1),
+        job_info("merger", pps_pb2.JOB_SUCCESS, data_total=1, data_processed=1),
+    ]]
+    bad, tile = "a" * 64, f"{JOB.name}/tiles/000003_0001.json"
+    recovered = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id=bad), state=pps_pb2.DatumState.RECOVERED, data=[
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}")), pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{tile}"))])
+
+    def script(*_):
+        job_id = pachd.commits[-1][1]
+        pachd.datums[("renderer", job_id)] = [recovered]
+        pachd.logs[:] = [pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True,
+                                            message=f"error: tile {tile} (datum {bad}): the scene crashed Cycles\n"),
+                         pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True, datum_id=bad,
+                                            message=f"renderer: recovered tile {tile} (datum {bad})\n")]
+        seed_frames(pachd, job_id)
+
+    with pytest.raises(DatumsFailed, match=r"frame 3 tile 1 .*the scene crashed Cycles") as caught:
+        farm.run(JOB, job_files, script, threading.Event())
+    [failure] = caught.value.failures
+    assert len(failure.log_lines) == 2
+    got = []
+    errors = farm.fetch_frames(JOB, tmp_path / "frames", lambda frame, path: got.append(frame))
+    assert got == [1, 2] and errors == ["frame 3: tile 1 missing"]
+
+
 def test_fetch_frames_reads_the_jobs_own_commit_not_the_branch_head(pachd, job_files, tmp_path):
     farm, ours = submitted(pachd, job_files)
     frames = seed_frames(pachd, ours)
