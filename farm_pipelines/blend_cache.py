@@ -76,6 +76,7 @@ def local_blend(source: Path, sha256: str | None) -> tuple[Path, str]:
                               f"(sha256 {actual[:12]}, tiles say {sha256[:12]}): submit the job again")
         cached = folder / f"{actual}.blend"
         os.replace(temp, cached)
+        print(f"renderer: fetched blend {actual[:12]} ({cached.stat().st_size} bytes) into {folder}", flush=True)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
