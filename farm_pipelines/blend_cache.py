@@ -9,9 +9,10 @@ renderer's ``blends`` input is ``lazy``: pachd then puts a named pipe where the 
 would be and fetches the blend only if the pipe is opened (``src/internal/pfssync/
 pipe_unix.go``, ``makePipe``; a pipe never opened costs nothing, ``closePipes``). This
 module opens the pipe only when the pod has no copy with that hash yet, and keeps
-the copy under the pod's ``/tmp`` (an emptyDir that outlives the killed processes),
-because Blender needs a seekable file. A regular file (the local farm, or a spec
-without ``lazy``) is used where it lies.
+the copy under the pod's ``/tmp``, because Blender needs a seekable file: the user
+container's ``/tmp`` is the ``user-tmp`` emptyDir (``src/server/pps/server/worker_rc.go``,
+``workerPodSpec``), which lives as long as the pod, across the killed processes. A
+regular file (the local farm, or a spec without ``lazy``) is used where it lies.
 """
 
 from __future__ import annotations
