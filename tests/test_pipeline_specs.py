@@ -234,3 +234,10 @@ def test_err_cmd_logs_the_tile_with_its_datum_id_and_exits_0(tmp_path):
     [line] = done.stdout.splitlines()
     assert f"tile shot_1-0a1b2c3d/tiles/000012_0003_01.json (datum {datum_id})" in line
     assert "frame 12 tile 3 sample chunk 1" in line and "c" * 32 in line
+
+
+def test_deployed_renderer_keeps_its_sets_lazy_blend_and_err_cmd():
+    renderer = next(s for s in deploy_specs("w:1", gpu=True) if s["pipeline"]["name"] == "renderer")
+    request = python_pachyderm.parse_dict_pipeline_spec(renderer)
+    assert request.datum_set_spec.per_worker == 4 and request.input.join[0].pfs.lazy
+    assert list(request.transform.err_cmd) == load_spec("renderer")["transform"]["err_cmd"]
