@@ -2,7 +2,10 @@
 
 A repo is a directory. A glob matches files *and* directories at the depth it
 names (``*`` never crosses ``/``, ``**`` does); each match becomes one datum
-input. Parenthesised parts are capture groups for ``join_on``/``$1``.
+input. Parenthesised parts are capture groups for ``join_on``/``$1``. As in
+pachd, ``*`` matches dotfiles too: ohmyglob's ``compiler.compile`` (v2.7.0,
+used by ``src/server/pfs/server/paths.go``, ``globMatchFunction``) has no
+dotfile rule. A join honours ``outer_join`` (``datum/worker.go``, ``processMergeTask``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class DatumInput:
     repo: str
     path: str  # path inside the repo, with a leading "/"
     join_key: str = ""
+    outer_join: bool = False
 
     def source(self, repos_root: Path) -> Path:
         return repos_root / self.repo / self.path.lstrip("/")
@@ -51,13 +55,13 @@ def glob_regex(glob: str) -> re.Pattern[str]:
 
 
 def _walk(repo_dir: Path, scope: str) -> list[str]:
-    """Every path (dirs and files) in a repo, ``/``-rooted; only under ``/<scope>`` if given."""
+    """Every path (dirs and files) in a repo, ``/``-rooted; only under ``/<scope>`` if given; dotfiles included."""
     start = repo_dir / scope if scope else repo_dir
     if not start.exists():
         return []
     paths = ["/" + scope] if scope else []
     paths += ["/" + p.relative_to(repo_dir).as_posix() for p in start.rglob("*")]
-    return sorted(p for p in paths if not Path(p).name.startswith("."))
+    return sorted(paths)
 
 
 def _pfs_inputs(spec: dict, repos_root: Path, scope: str) -> list[DatumInput]:
@@ -69,7 +73,8 @@ def _pfs_inputs(spec: dict, repos_root: Path, scope: str) -> list[DatumInput]:
     for path in _walk(repos_root / pfs["repo"], scope):
         match = pattern.match(path)
         if match:
-            found.append(DatumInput(name, pfs["repo"], path, _join_key(join_on, match)))
+            found.append(DatumInput(name, pfs["repo"], path, _join_key(join_on, match),
+                                    bool(pfs.get("outer_join"))))
     return found
 
 
@@ -94,7 +99,13 @@ def enumerate_datums(spec_input: dict, repos_root: Path, scope: str = "") -> lis
 
 
 def _join(children: list[dict], repos_root: Path, scope: str) -> list[Datum]:
-    """Inner join: for every key present in all inputs, the cross product of their matches."""
+    """For every join key, the cross product of the inputs' matches, as pachd's ``processMergeTask``.
+
+    A key every input has keeps the whole product. A key some input lacks keeps
+    only the inputs marked ``outer_join`` that have it (the others are dropped even
+    if present), and no datum at all if none of them is outer (v2.7.0
+    ``src/server/worker/datum/worker.go``, ``processMergeTask``).
+    """
     by_key: list[dict[str, list[DatumInput]]] = []
     for child in children:
         if "pfs" not in child:
@@ -103,8 +114,15 @@ def _join(children: list[dict], repos_root: Path, scope: str) -> list[Datum]:
         for item in _pfs_inputs(child, repos_root, scope):
             groups.setdefault(item.join_key, []).append(item)
         by_key.append(groups)
-    keys = sorted(set.intersection(*(set(g) for g in by_key))) if by_key else []
-    return [Datum(combo) for key in keys for combo in itertools.product(*(g[key] for g in by_key))]
+    datums = []
+    for key in sorted(set().union(*(set(g) for g in by_key))):
+        present = [g[key] for g in by_key if key in g]
+        if len(present) < len(by_key):
+            present = [items for items in present if items[0].outer_join]
+            if not present:
+                continue
+        datums += [Datum(combo) for combo in itertools.product(*present)]
+    return datums
 
 
 def datum_id(datum: Datum, repos_root: Path, salt: str, file_hash: Callable[[Path], str],

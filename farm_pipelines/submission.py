@@ -50,8 +50,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     blend = check_blend_path(Path(blend))
     out_dir = check_out_dir(Path(out_dir))
     state = Path(state_dir) if state_dir else default_state_dir()
-    backend = backend or LocalFarm(state, workers=workers, host=host,
-                                   log=lambda message: emit(Detail(message)))
+    backend = backend or LocalFarm(state, workers=workers, host=host, log=lambda message: emit(Detail(message)),
+                                   faithful=os.environ.get("FARM_FAITHFUL") == "1")
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
     _check_state_dir(state)

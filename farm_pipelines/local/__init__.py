@@ -13,4 +13,8 @@ State lives under one directory (``FARM_STATE_DIR``, default
 datums' outputs and publishes the repos, ``scheduler`` hands datums to workers,
 ``workers`` runs the worker processes, ``worker_pfs`` lays out their ``/pfs``,
 ``worker_api_server`` answers their ``NextDatum`` calls, and ``progress`` reports.
+``LocalFarm(faithful=True)`` (``FARM_FAITHFUL=1``) runs the stages by a pachd worker's
+rules instead, without those fast paths: ``faithful`` (datum sets, one process per
+set, retries, ``err_cmd``, skipping), ``datum_data`` (fresh copies, ``lazy`` pipes) and
+``pachd_rules`` (IDs, set sizes).
 """

@@ -24,6 +24,8 @@ from farm_pipelines.datums import datum_id, enumerate_datums
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
+from farm_pipelines.local.faithful import FaithfulStage
+from farm_pipelines.local.pachd_rules import new_id
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
 from farm_pipelines.local.store import DatumStore
@@ -42,7 +44,10 @@ class LocalFarm:
     """A ``Backend`` that runs every datum on this machine."""
 
     def __init__(self, state_dir: Path | None = None, workers: int | None = None, host: Host | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, faithful: bool = False,
+                 specs: dict[str, dict] | None = None) -> None:
+        """``faithful`` runs every stage by a pachd worker's rules (``faithful``), without the fast paths;
+        ``specs`` replaces packaged pipeline specs on the faithful farm, as an edited spec on a cluster."""
         # Absolute once, so /pfs links need no per-datum resolve() (each costs a syscall per path part).
         self.root = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.repos = self.root / "repos"
@@ -50,6 +55,8 @@ class LocalFarm:
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self.store = DatumStore(self.root, self.log)
+        self.faithful = faithful
+        self.specs = specs or {}
         self._early: dict[str, tuple[ProgressTracker, dict[str, WorkerPool]]] = {}
 
     # -- Backend ---------------------------------------------------------------------------------
@@ -61,7 +68,11 @@ class LocalFarm:
         Starting Blender costs about a second of CPU per process. Started here, it overlaps
         preparing the scene, which keeps one CPU busy, instead of following it (renderers are
         niced, so preparing and splitting come first). Workers ``run`` did not take are stopped.
+        A real worker starts user code only once a datum set arrives, so the faithful farm starts none here.
         """
+        if self.faithful:
+            yield
+            return
         self._early[job_name] = self._start_workers(job_name)
         try:
             yield
@@ -73,6 +84,9 @@ class LocalFarm:
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event) -> None:
         """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does)."""
+        if self.faithful:
+            self._run_faithful(job, Path(job_files), on_progress, cancel)
+            return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
         try:
@@ -97,6 +111,35 @@ class LocalFarm:
                               f"{describe_datum(first[0])}: {first[1]}")
         if failed["merger"]:
             raise FarmFailure(f"merging failed: {next(iter(failed['merger'].values()))}")
+
+    def _run_faithful(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
+                      cancel: threading.Event) -> None:
+        """The DAG as pachd runs one commit set: one 32-hex ID for the job and all its commits
+        (``pachd_rules.new_id``). A stage with a failed datum fails its job once all its sets are
+        done (``registry.go``, ``processDatums`` -> ``failJob``), and the next stage's job is then
+        JOB_UNRUNNABLE (``processJobStarting`` -> ``failedInputs`` -> ``markJobUnrunnable``): it
+        never runs, and the run fails in one line naming the failed datums."""
+        tracker = ProgressTracker()
+        tracker.on_progress = on_progress
+        self._put_job(job, job_files)
+        job_id = new_id()
+        self.log(f"job {job_id} (commit set of {job.name})")
+        for name in PIPELINES:
+            spec = self.specs.get(name) or load_spec(name)
+            result = FaithfulStage(self, spec, job.name, job_id, tracker, cancel).run()
+            if cancel.is_set():
+                raise FarmFailure("cancelled")
+            if name == "splitter":
+                tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+            if result.failed:
+                later = PIPELINES[PIPELINES.index(name) + 1:]
+                first = result.failed[0]
+                raise FarmFailure(
+                    f"{name} job {job_id} failed: {len(result.failed)} datum(s) failed ("
+                    + ", ".join(f"{d.id} {describe_datum(d.datum.key())}" for d in result.failed)
+                    + f"); first error: {first.error}"
+                    + (f"; the {', '.join(later)} job(s) are unrunnable" if later else ""))
+        tracker.done(len(self._merged_frames(job.name)))
 
     def _start_workers(self, job_name: str) -> tuple[ProgressTracker, dict[str, WorkerPool]]:
         """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
