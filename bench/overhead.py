@@ -1,13 +1,16 @@
-"""What tiling costs: the demo scene rendered four ways, timed in the same run.
+"""What tiling costs: the demo scene rendered six ways, timed in the same run.
 
     .venv/bin/python bench/overhead.py [--size 640x360] [--samples 128] [--frames 2] [--rounds 1]
 
 (a) plain Blender, one process, whole frames; (b) the local farm, 64 px tiles;
 (c) the local farm, 16 px tiles; (d) the original article's way, a new Blender
-process per 64 px tile. Ratios are to (a) of the same round; this machine is
-noisy, so absolute seconds are not comparable between runs, and with
-``--rounds N`` (a), (b) and (c) run N times interleaved and the median ratio
-counts ((d), slow and only a baseline, runs in round one only). "fastest" is
+process per 64 px tile; (e) and (f) as (b) and (c), on the local farm run by a
+real Pachyderm worker's rules (``FARM_FAITHFUL=1``: one Blender process per
+datum set, fresh copies of every datum's inputs), as a cluster would run them.
+Ratios are to (a) of the same round; this machine is noisy, so absolute seconds
+are not comparable between runs, and with ``--rounds N`` all but (d) run N times
+interleaved and the median ratio counts ((d), slow and only a baseline, runs in
+round one only). "fastest" is
 the ratio of each way's fastest run to plain Blender's fastest, as ``timeit``
 reports: other load on the machine only ever adds time.
 """
@@ -55,6 +58,10 @@ bpy.ops.render.render(write_still=True)
 
 
 PLAIN_LABEL = "(a) plain Blender, whole frames"
+#: The farm's ways: label, tile size, and whether the local farm follows a real Pachyderm
+#: worker's rules (a process per datum set, fresh input copies per datum; ``FARM_FAITHFUL``).
+FARM_WAYS = (("(b) local farm, 64 px tiles", "64", False), ("(c) local farm, 16 px tiles", "16", False),
+             ("(e) Pachyderm's rules, 64 px tiles", "64", True), ("(f) Pachyderm's rules, 16 px tiles", "16", True))
 
 
 class Clock:
@@ -103,14 +110,15 @@ def main() -> None:
             results: dict[str, Clock] = {}
             with Clock() as results[PLAIN_LABEL]:
                 run([py, "-c", PLAIN, str(blend), str(tmp / "a")])
-            for label, tile in (("(b) local farm, 64 px tiles", "64"), ("(c) local farm, 16 px tiles", "16")):
+            for label, tile, faithful in FARM_WAYS:
                 # A fresh state per round, so every tile renders. Old states are deleted only at the
                 # end: on ext4 without a journal, thousands of just-freed inodes slow every file
                 # created for the next minutes, which would bill the bench's cleanup to the farm.
-                state = tmp / f"state-{tile}-{number}"
+                state = tmp / f"state-{tile}-{faithful}-{number}"
+                env = dict(os.environ, FARM_STATE_DIR=str(state), FARM_FAITHFUL="1" if faithful else "")
                 with Clock() as results[label]:
                     run([py, "-m", "farm_pipelines.cli", "render", str(blend), "--tile", tile,
-                         "--out", str(tmp / f"out-{tile}")], dict(os.environ, FARM_STATE_DIR=str(state)))
+                         "--out", str(tmp / f"out-{tile}-{faithful}")], env)
             if number == 0:
                 tiles = split(Box(0, 0, width, height), 64, 64)
                 with Clock() as results["(d) a Blender process per 64 px tile"]:
