@@ -64,7 +64,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
 def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend, host: Host,
             emit: Callable[[FarmEvent], None], cancel: threading.Event) -> list[Path]:
     asked = job.settings.tile
-    job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend))
+    costs = Costs.from_env(cluster=not isinstance(backend, LocalFarm))
+    job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend), costs)
     if asked.auto:
         width, height = facts["frame_size"]
         emit(Info(f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
@@ -144,11 +145,13 @@ def check_out_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int) -> tuple[Job, Path, dict]:
+def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int,
+                costs: Costs | None = None) -> tuple[Job, Path, dict]:
     """Check the scene and make its self-contained copy; keep the previous copy if nothing changed.
 
     An ``auto`` tile size becomes a concrete one here, from the frame size and count
-    prepare reports and the farm's ``workers``, so job.json always names a size.
+    prepare reports, the farm's ``workers`` and its per-tile ``costs`` (the local farm's by
+    default; a cluster pays more per datum), so job.json always names a size.
     Returns the job, its folder and prepare's facts.
 
     Packing writes a new .blend each time (Blender's output is not byte-stable), so
@@ -160,7 +163,7 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
     with tempfile.TemporaryDirectory(dir=prepared_root, prefix=".staging-") as staging:
         fresh = Path(staging) / "scene.blend"
         facts = _run_prepare(blend, fresh, job.settings, host)
-        settings = _resolve_tile(job.settings, facts, workers)
+        settings = _resolve_tile(job.settings, facts, workers, costs or Costs.from_env())
         fingerprint = _fingerprint(blend, facts["dependencies"], settings)
         job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
         previous = folder / "job.json"
@@ -171,12 +174,12 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
     return job, folder, facts
 
 
-def _resolve_tile(settings: JobSettings, facts: dict, workers: int) -> JobSettings:
+def _resolve_tile(settings: JobSettings, facts: dict, workers: int, costs: Costs) -> JobSettings:
     if not settings.tile.auto:
         return settings
     shot = Shot(tuple(facts["frame_size"]), Box.from_list(facts["region"]), len(facts["frames"]), settings.overscan,
                 settings.sample_chunks)
-    return dataclasses.replace(settings, tile=choose(shot, [1.0] * workers, Costs.from_env()))
+    return dataclasses.replace(settings, tile=choose(shot, [1.0] * workers, costs))
 
 
 def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Host) -> dict:

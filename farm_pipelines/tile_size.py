@@ -28,6 +28,15 @@ from farm_pipelines.tiles import Box
 #: The one-worker farm runs of the same bench fit 4.9 ms, too noisy to trust alone; 10 ms keeps
 #: the sum. ``FARM_TILE_OVERHEAD_S`` overrides it.
 DEFAULT_OVERHEAD_S = 0.010
+#: Seconds of fixed cost per tile on a Pachyderm cluster. Measured part: the local farm run by a
+#: real worker's rules (``FARM_FAITHFUL=1``: a fresh folder and copies of the inputs per datum, a
+#: process per datum set) costs about 68 ms more per 16 px tile and worker than the everyday farm
+#: on the development machine (demo 320x180, 720 tiles, 2 workers, 2026-12-01: 50.8 s against
+#: 22.0 s, less 6 more Blender starts of ~1.4 s), on top of its 10 ms. Estimated part: pachd's own
+#: work per datum with a lazy blend input, about 20 ms (NextDatum, the sidecar download, the meta
+#: upload; docs/pachyderm_worker_rules.md section 9). No pachd runs here to measure it.
+#: ``FARM_TILE_OVERHEAD_S`` overrides it as well.
+CLUSTER_OVERHEAD_S = 0.10
 #: Seconds per pixel, one Blender thread (what a local worker gets on 2 cores), demo scene as above
 #: (1.56e-4 in an earlier, busier run). Heavier scenes cost more per pixel and make the overhead
 #: matter less; ``FARM_TILE_PIXEL_S`` overrides it.
@@ -55,9 +64,11 @@ class Costs:
     pixel_s: float = DEFAULT_PIXEL_S
 
     @classmethod
-    def from_env(cls) -> Costs:
-        """The defaults, unless ``FARM_TILE_OVERHEAD_S`` or ``FARM_TILE_PIXEL_S`` say otherwise."""
-        return cls(_seconds("FARM_TILE_OVERHEAD_S", DEFAULT_OVERHEAD_S), _seconds("FARM_TILE_PIXEL_S", DEFAULT_PIXEL_S))
+    def from_env(cls, cluster: bool = False) -> Costs:
+        """The local farm's (or with ``cluster``, a Pachyderm cluster's) costs, unless
+        ``FARM_TILE_OVERHEAD_S`` or ``FARM_TILE_PIXEL_S`` say otherwise."""
+        overhead = CLUSTER_OVERHEAD_S if cluster else DEFAULT_OVERHEAD_S
+        return cls(_seconds("FARM_TILE_OVERHEAD_S", overhead), _seconds("FARM_TILE_PIXEL_S", DEFAULT_PIXEL_S))
 
 
 def _seconds(variable: str, default: float) -> float:

@@ -130,3 +130,16 @@ def test_cli_tile_auto_renders_and_reports_the_size(tmp_path, state):
     assert not chosen.auto and f"auto: {chosen} " in line
     assert not chosen.whole_frame, "one frame on two workers should be split"
     assert max_difference(tmp_path / "out" / "000001.png", reference[1]) <= 1
+
+
+def test_a_cluster_pays_more_per_tile_so_auto_picks_larger_tiles_there():
+    """Pachyderm's per-datum cost (fresh input copies, pachd's own work) is ten times the local
+    farm's; the same shot on the same workers must get tiles at least as large, larger here."""
+    shot = Shot((1920, 1080), Box(0, 0, 1920, 1080), 6)
+    speeds = FARM_SHAPES["8 equal"]
+    local, cluster = Costs.from_env(), Costs.from_env(cluster=True)
+    assert cluster.overhead_s == tile_size.CLUSTER_OVERHEAD_S > local.overhead_s
+    local_tile, cluster_tile = choose(shot, speeds, local), choose(shot, speeds, cluster)
+    edge = {tile: tile.width or 10**9 for tile in (local_tile, cluster_tile)}
+    assert edge[cluster_tile] > edge[local_tile], (local_tile, cluster_tile)
+    assert ratio(shot, cluster_tile, speeds, cluster) <= 1.10  # still within the goal on its own costs
