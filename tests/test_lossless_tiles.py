@@ -61,12 +61,13 @@ def test_one_bad_tile_costs_only_its_frame_and_the_next_run_is_not_poisoned(scen
         _run(blend, tmp_path / "out", state, _specs(record, BAD, tmp_path / "cache"))
     message = str(failure.value)
     assert "\n" not in message and "renderer job" not in message  # the renderer's job did not fail
-    assert "frame 2" in message and "tile 1" in message  # the merger names the frame and its missing tile
+    assert "frame 2 tile 1" in message  # the lost tile, named with its own error line and datum ID
     assert max_difference(tmp_path / "out" / "000001.png", whole[1]) <= 1  # the good frame landed
     assert not (tmp_path / "out" / "000002.png").exists()
     logs = "".join(p.read_text() for p in (state / "logs" / "renderer").rglob("*.log"))
     [first, *_] = [json.loads(p.read_text()) for p in sorted(record.glob(f"{BAD}.*.json"))]
     datum = first["PACH_DATUM_ID"]
+    assert f"(datum {datum}): " in message and "flaky" in message.lower(), message
     # err_cmd, after each try, names the tile with its datum ID (what describe() matches on a cluster)
     assert logs.count(f"/tiles/{BAD}.json (datum {datum}), frame 2 tile 1, after a failed try in job "
                       f"{first['PACH_JOB_ID']}") == 3  # datum_tries

@@ -65,6 +65,11 @@ class StageResult:
     def failed(self) -> list[FaithfulDatum]:
         return [d for d in self.datums if d.state == "FAILED"]
 
+    @property
+    def lost(self) -> list[FaithfulDatum]:
+        """Datums ``err_cmd`` recovered whose every try failed: the job goes on without their output."""
+        return [d for d in self.datums if d.state == "RECOVERED" and not d.uploaded]
+
 
 class FaithfulStage:
     """One job of one pipeline, on ``farm.workers`` workers that each take datum sets."""

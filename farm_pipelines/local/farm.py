@@ -124,9 +124,11 @@ class LocalFarm:
         self._put_job(job, job_files)
         job_id = new_id()
         self.log(f"job {job_id} (commit set of {job.name})")
+        lost: list = []
         for name in PIPELINES:
             spec = self.specs.get(name) or load_spec(name)
             result = FaithfulStage(self, spec, job.name, job_id, tracker, cancel).run()
+            lost += result.lost
             if cancel.is_set():
                 raise FarmFailure("cancelled")
             if name == "splitter":
@@ -140,6 +142,10 @@ class LocalFarm:
                     + f"); first error: {first.error}"
                     + (f"; the {', '.join(later)} job(s) are unrunnable" if later else ""))
         tracker.done(len(self._merged_frames(job.name)))
+        if lost:  # the job succeeded; name what it lost with its own error line, as describe() does
+            first = lost[0]
+            raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
+                              f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
 
     def _start_workers(self, job_name: str) -> tuple[ProgressTracker, dict[str, WorkerPool]]:
         """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
