@@ -1,11 +1,18 @@
 """CONTRACT TEST of the Pachyderm backend against python-pachyderm's generated gRPC protocol.
 
-The server here is NOT pachd: it is an in-process gRPC server built on python-pachyderm's own
-generated servicers (PFS, PPS) with a small in-memory file store and scripted job sets. It checks
-that the requests ``PachydermBackend`` sends are well-formed for the protocol and carry what we
-mean (bytes, paths, specs, offsets, filters, the token), and that the backend handles pachd's
-answers and error statuses as it should. It cannot check pachd's own semantics (glob matching,
-job scheduling, datum hashing); docs/cluster.md is how to try the real thing.
+The server here is NOT pachd: it is an in-process gRPC server built on python-pachyderm 7.6.0's
+generated servicers (PFS, PPS), which target pachd v2.7.0.
+
+What it proves: the requests ``PachydermBackend`` sends are well-formed for that protocol and carry
+what we mean (bytes, paths, specs, offsets, filters, the token), and the backend handles the
+answers and error statuses pachd gives (NOT_FOUND, ALREADY_EXISTS, UNAUTHENTICATED, a broken stream).
+Each behaviour of ``FakePachd`` names, in a comment, the pachd function it follows (v2.7.0; v2.8.0 for HTTP).
+
+What it does not prove: anything of a real pachd's storage (chunks, filesets, commit history),
+scheduling (job sets, datums, pipeline states are scripted by each test), workers or Loki.
+The project's own stand-ins: an in-memory dict per repo for storage, counter commit IDs, scripted
+``InspectJobSet`` / ``ListDatum`` / pipeline states, a ``*``-only glob, and an HTTP file server that
+pachd has only from v2.8.0. docs/cluster.md is how to try the real thing.
 """
 
 from __future__ import annotations
@@ -72,17 +79,24 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         self._ids += 1
         return f"{self._ids:032x}"
 
-    # -- PFS --
+    # -- PFS --  (paths below are in pachyderm v2.7.0 src/server/pfs/server/ unless given in full)
     def InspectRepo(self, request, context):  # noqa: N802
+        # api_server.go, InspectRepo -> driver.go, inspectRepo: an unknown repo is ErrRepoNotFound, which
+        # src/server/pfs/pfs.go maps to NOT_FOUND. Sizes, auth info and details are not filled in here.
         if request.repo.name not in self.files:
             context.abort(grpc.StatusCode.NOT_FOUND, f"repo {request.repo.name} not found")
         return pfs_pb2.RepoInfo(repo=request.repo)
 
     def CreateRepo(self, request, context):  # noqa: N802
+        # api_server.go, CreateRepo -> driver.go, createRepo. Stand-in's own: an existing repo is a no-op,
+        # where pachd (update unset) answers ErrRepoExists; the backend creates only after InspectRepo's NOT_FOUND.
         self.files.setdefault(request.repo.name, {})
         return empty_pb2.Empty()
 
     def StartCommit(self, request, context):  # noqa: N802
+        # api_server.go, StartCommit -> driver.go, startCommit: a new open commit on the branch, NOT_FOUND for
+        # an unknown repo. Stand-in's own: a counter ID (pachd's is a random hex UUID), the open commit starts
+        # as a copy of the head's files, and the head shows them only at FinishCommit.
         repo = request.branch.repo.name
         if repo not in self.files:
             context.abort(grpc.StatusCode.NOT_FOUND, f"repo {repo} not found")
@@ -92,6 +106,11 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         return pfs_pb2.Commit(branch=request.branch, id=commit_id)
 
     def ModifyFile(self, request_iterator, context):  # noqa: N802
+        # api_server.go, ModifyFile (readCommit takes the set_commit message) and modifyFile: add_file with raw
+        # bytes appends them (putFileRaw, uw.Put with append), add_file without a source writes an empty file,
+        # delete_file removes the path (deleteFile; src/internal/storage/fileset/unordered_writer.go, Delete
+        # removes a whole directory for a path ending in "/"). Stand-in's own: a dict, no chunks or datum
+        # tags, and a path without "/" also removes what lies under it; chunk sizes are recorded for the tests.
         files = None
         for message in request_iterator:
             kind = message.WhichOneof("body")
@@ -113,12 +132,16 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         return empty_pb2.Empty()
 
     def FinishCommit(self, request, context):  # noqa: N802
+        # api_server.go, FinishCommit -> driver.go, finishCommit (marks the commit finishing; the fileset is
+        # composed later). Stand-in's own: the staged files become the repo's head at once.
         repo, files = self.staging.pop(request.commit.id)
         self.files[repo] = files
         self.commits.append((repo, request.commit.id, self.descriptions[request.commit.id]))
         return empty_pb2.Empty()
 
     def DropCommitSet(self, request, context):  # noqa: N802
+        # api_server.go, DropCommitSet -> commit_set.go, dropCommitSet (the commits of the set, which must have
+        # no children). Stand-in's own: it only forgets the open commit and records the ID.
         self.dropped.append(request.commit_set.id)
         self.staging.pop(request.commit_set.id, None)
         return empty_pb2.Empty()
@@ -126,7 +149,8 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
     def _files(self, commit: pfs_pb2.Commit, context) -> dict[str, bytes]:
         """The files of ``repo@id``: a commit a test scripted has its own, any other reads as the head.
 
-        The project's own simplification: pachd keeps every commit (driver_file.go, openCommit).
+        The project's own stand-in: pachd keeps every commit and opens the asked one (driver_file.go,
+        openCommit); here only commits a test scripted have files of their own, the rest read as the head.
         """
         repo = commit.branch.repo.name
         if (repo, commit.id) in self.commit_files:
@@ -136,7 +160,11 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         return self.files[repo]
 
     def _entries(self, commit: pfs_pb2.Commit, context) -> dict[str, bytes | None]:
-        """Files and (as None) directories of a commit."""
+        """Files and (as None) directories of a commit.
+
+        pachd's filesets hold directory entries ending in "/" (src/internal/storage/fileset, Clean / IsDir);
+        deriving them from the file paths is the stand-in's own.
+        """
         entries: dict[str, bytes | None] = {}
         for path, data in self._files(commit, context).items():
             entries[path] = data
@@ -152,6 +180,9 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
                                 hash=hashlib.sha256(data or b"").digest())
 
     def ListFile(self, request, context):  # noqa: N802
+        # api_server.go, ListFile -> driver_file.go, listFile: the immediate children of the path (pathIsChild,
+        # paths.go), directories ending in "/", in path order. Stand-in's own: NOT_FOUND for a path with no
+        # children (listFile in v2.7.0 wraps no NewErrOnEmpty); the backend reads both as "nothing there".
         repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/")
         children = {p: d for p, d in self._entries(request.file.commit, context).items()
                     if p.rstrip("/").rpartition("/")[0] == base}
@@ -161,12 +192,17 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
             yield self._info(repo, path, data)
 
     def WalkFile(self, request, context):  # noqa: N802
+        # api_server.go, WalkFile -> driver_file.go, walkFile: every entry at or under the path, in path order.
+        # Stand-in's own: an empty walk streams nothing, where walkFile answers NOT_FOUND (NewErrOnEmpty)
+        # for any path but "/".
         repo, base = request.file.commit.branch.repo.name, request.file.path.rstrip("/") + "/"
         for path, data in sorted(self._entries(request.file.commit, context).items()):
             if path.startswith(base):
                 yield self._info(repo, path, data)
 
     def GlobFile(self, request, context):  # noqa: N802
+        # api_server.go, GlobFile -> driver_file.go, globFile with paths.go, globMatchFunction (ohmyglob, "/"
+        # separator, a directory matched without its trailing "/"). Stand-in's own: only "*" is understood.
         repo = request.commit.branch.repo.name
         pattern = re.compile(re.escape(request.pattern).replace(r"\*", "[^/]+") + "/?")
         for path, data in sorted(self._entries(request.commit, context).items()):
@@ -174,6 +210,10 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
                 yield self._info(repo, path, data)
 
     def GetFile(self, request, context):  # noqa: N802
+        # api_server.go, GetFile -> driver_file.go, getFile: the content from request.offset (chunk.WithOffsetBytes),
+        # streamed as BytesValue messages (grpcutil.WithStreamingBytesWriter), ErrFileNotFound (NOT_FOUND,
+        # src/server/pfs/pfs.go) for a missing file. Stand-in's own: 64 KiB messages, and break_get_file_after,
+        # which cuts the stream with UNAVAILABLE as a dropped connection would.
         repo, path = request.file.commit.branch.repo.name, request.file.path
         self.get_file_requests.append((repo, request.file.commit.id, request.offset))
         data = self._files(request.file.commit, context).get(path)
@@ -202,6 +242,9 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
                                                                          transform=spec.transform))
 
     def CreatePipeline(self, request, context):  # noqa: N802
+        # src/server/pps/server/api_server.go, CreatePipeline -> CreatePipelineInTransaction: an existing
+        # pipeline without update is ErrPipelineAlreadyExists (ALREADY_EXISTS, src/server/pps/pps.go); with
+        # update it is replaced. Stand-in's own: the request is stored as is; no spec repo, no validation.
         name = request.pipeline.name
         if name in self.pipelines and not request.update:
             context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
@@ -210,6 +253,9 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         return empty_pb2.Empty()
 
     def InspectJobSet(self, request, context):  # noqa: N802
+        # pps/server/api_server.go, InspectJobSet: one JobInfo per pipeline job of the commit set, each with the
+        # set's ID (forEachCommitInJob, InspectJob). Stand-in's own: the JobInfos are a test's script, one step
+        # per call, the last step repeated; wait is ignored.
         self.jobset_calls.append(request.job_set.id)
         step = self.jobset_script[min(len(self.jobset_calls), len(self.jobset_script)) - 1]
         for info in step:
@@ -218,6 +264,8 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
             yield info
 
     def ListDatum(self, request, context):  # noqa: N802
+        # pps/server/api_server.go, ListDatum: the job's datums that pass request.Filter.Allow (their state is
+        # one of filter.state). Stand-in's own: the datums are scripted; no pagination, no input listing.
         self.datum_filters.append(list(request.filter.state))
         for datum in self.datums.get((request.job.pipeline.name, request.job.id), []):
             if datum.state in request.filter.state:
@@ -239,12 +287,20 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
             yield line
 
     def StopJob(self, request, context):  # noqa: N802
+        # pps/server/api_server.go, StopJob -> stopJob (in a transaction). Stand-in's own: only records the
+        # pipeline; no job state changes.
         self.stopped.append(request.job.pipeline.name)
         return empty_pb2.Empty()
 
 
 class _TokenCheck(grpc.ServerInterceptor):
-    """pachd with auth on: a call without the right ``authn-token`` fails with UNAUTHENTICATED."""
+    """pachd with auth on: a call without the right ``authn-token`` fails with UNAUTHENTICATED.
+
+    Follows pachyderm v2.7.0 src/internal/middleware/auth/interceptor.go (InterceptUnary / InterceptStream),
+    which reads the token from the ``authn-token`` metadata (src/constants/constants.go, ContextTokenKey);
+    src/server/auth/server/api_server.go, getAuthenticatedUser answers auth.ErrBadToken (src/auth/auth.go).
+    Stand-in's own: one fixed token, and every method needs it (pachd's per-method rules are not modelled).
+    """
 
     def intercept_service(self, continuation, details):
         if dict(details.invocation_metadata).get("authn-token") == TOKEN:
@@ -606,7 +662,14 @@ def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, job_files, tmp_pa
     frames: dict[str, bytes] = {}
 
     class FileServer(http.server.BaseHTTPRequestHandler):
-        """pachd's /pfs/<project>/<repo>/<commit>/<path> file server; the first answer breaks off."""
+        """pachd's /pfs/<project>/<repo>/<commit>/<path> file server; the first answer breaks off.
+
+        pachd has it only from v2.8.0 (src/internal/fileserver/fileserver.go: ServeHTTP takes the token
+        through src/internal/middleware/auth/httpauth/httpauth.go, ClientWithToken, from the authn-token
+        header; sendFile answers 206 for a part, parseRange reads "bytes=A-B"); v2.7.0 has no /pfs/ route.
+        Stand-in's own: the token is recorded, not checked; no directory listing; the first answer is cut
+        short on purpose.
+        """
 
         def do_GET(self):  # noqa: N802
             seen.append((self.path, self.headers.get("Range"), self.headers.get("authn-token")))
