@@ -212,6 +212,8 @@ class PachydermBackend:
     active context of the user's pachctl config (``PACH_CONFIG`` or ``~/.pachyderm/config.json``).
     ``http_url`` (or ``FARM_PACHD_HTTP``), the base URL of pachd's HTTP file server, makes
     downloads use HTTP range requests; otherwise they use gRPC ``GetFile`` offsets. Both resume.
+    The HTTP file server (``/pfs/...``) exists from pachd 2.8 on (``src/internal/fileserver``);
+    the 2.7 pachd that python-pachyderm 7.6 pairs with serves only ``/archive/``, so leave it unset there.
     ``crash_seconds`` (or ``FARM_PACHD_CRASH_SECONDS``, default 60) is how long a pipeline the run
     waits on may stay CRASHING before the run fails (``pipeline_health``).
     """
