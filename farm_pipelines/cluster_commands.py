@@ -12,7 +12,7 @@ import json
 import os
 
 from farm_pipelines.errors import BadInput
-from farm_pipelines.pachyderm import PachydermBackend, deploy_specs
+from farm_pipelines.pachyderm import PachydermBackend, deploy_specs, parse_toleration
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--renderer-cpu", metavar="CPUS", type=float,
                         help="CPUs each renderer worker requests (default: the spec's, 2); each pipeline's "
                              "Blender runs that many threads (FARM_THREADS, rounded up)")
+    deploy.add_argument("--renderer-priority-class", metavar="NAME",
+                        help="Kubernetes PriorityClass of render pods, e.g. a low one so the cluster's own "
+                             "pods and friends' work preempt them (docs/cluster.md)")
+    deploy.add_argument("--renderer-toleration", metavar="KEY=VALUE:EFFECT", action="append", default=[],
+                        help="let renderers onto nodes with this taint, e.g. render-farm/spot=true:NoSchedule "
+                             "(repeatable)")
     _add_pachd(deploy)
     deploy.set_defaults(func=deploy_command)
 
@@ -71,7 +77,9 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 def deploy_command(args: argparse.Namespace) -> int:
     """Print the specs, or apply them and say what changed."""
     specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node),
-                         blender_version=args.blender_version, renderer_cpu=args.renderer_cpu)
+                         blender_version=args.blender_version, renderer_cpu=args.renderer_cpu,
+                         renderer_priority_class=(args.renderer_priority_class or "").strip() or None,
+                         renderer_tolerations=[parse_toleration(text) for text in args.renderer_toleration])
     if not args.apply:
         for spec in specs:
             print(json.dumps(spec, indent=2))

@@ -84,7 +84,9 @@ def spec_digest(spec: dict) -> str:
 
 
 def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None,
-                 blender_version: str | None = None, renderer_cpu: float | None = None) -> list[dict]:
+                 blender_version: str | None = None, renderer_cpu: float | None = None,
+                 renderer_priority_class: str | None = None, renderer_tolerations: list[dict] | None = None,
+                 ) -> list[dict]:
     """The three specs as they go to pachd: the worker ``image`` set, and an annotation with their digest.
 
     ``gpu`` asks for one NVIDIA GPU per renderer worker on nodes labelled ``render-farm/gpu=true``;
@@ -93,6 +95,9 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
     the same requirements.txt has); it goes into each transform's environment, where submissions read
     it and the renderer checks it against its own Blender. ``renderer_cpu`` replaces the renderer's
     CPU request. Each transform gets ``FARM_THREADS`` from its spec's CPU request (``spec_threads``).
+    ``renderer_priority_class`` (``scheduling_spec.priority_class_name``) lets the cluster's own pods
+    (pachd, etcd, postgres) preempt render pods, and ``renderer_tolerations`` (the spec's
+    ``tolerations``, as ``parse_toleration`` makes them) let renderers onto tainted spot nodes.
     """
     if not image.strip():
         raise BadInput("the worker image is empty: pass --image REGISTRY/farm-worker:TAG")
@@ -113,11 +118,37 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
                 selector[GPU_NODE_LABEL] = "true"
             if selector:
                 spec.setdefault("scheduling_spec", {}).setdefault("node_selector", {}).update(selector)
+            if renderer_priority_class:
+                spec.setdefault("scheduling_spec", {})["priority_class_name"] = renderer_priority_class
+            if renderer_tolerations:
+                spec["tolerations"] = list(renderer_tolerations)
         if threads := spec_threads(spec):
             spec["transform"]["env"][THREADS_ENV] = str(threads)
         spec.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_ANNOTATION] = spec_digest(spec)
         specs.append(spec)
     return specs
+
+
+#: Kubernetes' taint effects, as Pachyderm's pipeline spec spells them (pps.proto ``TaintEffect``).
+TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+
+
+def parse_toleration(text: str) -> dict:
+    """``KEY=VALUE:EFFECT`` or ``KEY:EFFECT`` (as ``kubectl taint`` writes a taint) as a spec toleration.
+
+    Pachyderm's spec takes its own enum names (``EQUAL``/``EXISTS``, ``NO_SCHEDULE``...), not
+    Kubernetes' ``Equal``/``NoSchedule``, which its parser refuses.
+    """
+    taint, sep, effect = text.rpartition(":")
+    key, has_value, value = taint.partition("=")
+    if not sep or not key.strip() or effect not in TAINT_EFFECTS:
+        raise BadInput(f"--renderer-toleration {text!r} is not KEY=VALUE:EFFECT or KEY:EFFECT with EFFECT one of "
+                       f"{', '.join(TAINT_EFFECTS)}, e.g. render-farm/spot=true:NoSchedule")
+    toleration = {"key": key.strip(), "operator": "EQUAL" if has_value else "EXISTS",
+                  "effect": TAINT_EFFECTS[effect]}
+    if has_value:
+        toleration["value"] = value.strip()
+    return toleration
 
 
 def _local_bpy_version() -> str:

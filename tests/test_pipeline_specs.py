@@ -23,7 +23,7 @@ from python_pachyderm.proto.v2.pps import pps_pb2
 
 from farm_pipelines import cli
 from farm_pipelines.errors import BadInput, FarmFailure
-from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, spec_digest
+from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, parse_toleration, spec_digest
 from farm_pipelines.pfs import THREADS_ENV, spec_threads, threads
 from farm_pipelines.pipelines import PIPELINES, load_spec, spec_path
 
@@ -241,3 +241,24 @@ def test_deployed_renderer_keeps_its_sets_lazy_blend_and_err_cmd():
     request = python_pachyderm.parse_dict_pipeline_spec(renderer)
     assert request.datum_set_spec.per_worker == 4 and request.input.join[0].pfs.lazy
     assert list(request.transform.err_cmd) == load_spec("renderer")["transform"]["err_cmd"]
+
+
+def test_render_pods_take_a_priority_class_and_tolerate_spot_taints():
+    tolerations = [parse_toleration("render-farm/spot=true:NoSchedule"), parse_toleration("gpu:NoExecute")]
+    specs = {s["pipeline"]["name"]: s for s in deploy_specs("w:1", renderer_priority_class="farm-render-low",
+                                                            renderer_tolerations=tolerations)}
+    renderer = python_pachyderm.parse_dict_pipeline_spec(specs["renderer"])
+    assert renderer.scheduling_spec.priority_class_name == "farm-render-low"
+    assert [(t.key, t.operator, t.value, t.effect) for t in renderer.tolerations] == [
+        ("render-farm/spot", pps_pb2.EQUAL, "true", pps_pb2.NO_SCHEDULE),
+        ("gpu", pps_pb2.EXISTS, "", pps_pb2.NO_EXECUTE)]
+    for name in ("splitter", "merger"):  # the job's critical path keeps the default priority and nodes
+        other = python_pachyderm.parse_dict_pipeline_spec(specs[name])
+        assert not other.scheduling_spec.priority_class_name and not other.tolerations
+
+
+@pytest.mark.parametrize("text", ["render-farm/spot=true", "=x:NoSchedule", "spot=true:NO_SCHEDULE", ":NoExecute"])
+def test_a_bad_toleration_is_one_line(text):
+    with pytest.raises(BadInput, match="KEY=VALUE:EFFECT") as error:
+        parse_toleration(text)
+    assert "\n" not in str(error.value)
