@@ -32,7 +32,8 @@ DEFAULT_OVERHEAD_S = 0.010
 #: real worker's rules (``FARM_FAITHFUL=1``: a fresh folder and copies of the inputs per datum, a
 #: process per datum set) costs about 68 ms more per 16 px tile and worker than the everyday farm
 #: on the development machine (demo 320x180, 720 tiles, 2 workers, 2026-12-01: 50.8 s against
-#: 22.0 s, less 6 more Blender starts of ~1.4 s), on top of its 10 ms. Estimated part: pachd's own
+#: 22.0 s, less 6 more Blender starts of ~1.4 s), on top of its 10 ms; 28 ms in bench/overhead.py's
+#: 640x360 run the same evening (README), so this errs toward larger tiles. Estimated part: pachd's own
 #: work per datum with a lazy blend input, about 20 ms (NextDatum, the sidecar download, the meta
 #: upload; docs/pachyderm_worker_rules.md section 9). No pachd runs here to measure it.
 #: ``FARM_TILE_OVERHEAD_S`` overrides it as well.
