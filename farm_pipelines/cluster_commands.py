@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 
+from farm_pipelines.cluster_specs import deploy_specs, parse_toleration
 from farm_pipelines.errors import BadInput
-from farm_pipelines.pachyderm import PachydermBackend, deploy_specs, parse_toleration
+from farm_pipelines.pachyderm import PachydermBackend
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -23,8 +23,9 @@ from test_pachyderm_contract import JOB, TOKEN, backend, pachd  # noqa: F401 (pa
 
 from farm_pipelines import cli
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version
+from farm_pipelines.cluster_specs import deploy_specs
 from farm_pipelines.errors import FarmFailure
-from farm_pipelines.pachyderm import deploy_specs, pipeline_request
+from farm_pipelines.pachyderm import pipeline_request
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 BPY = importlib.metadata.version("bpy")

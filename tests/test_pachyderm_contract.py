@@ -35,15 +35,10 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2, pfs_pb2_grpc
 from python_pachyderm.proto.v2.pps import pps_pb2, pps_pb2_grpc
 
 from farm_pipelines import cli
+from farm_pipelines.cluster_specs import SPEC_ANNOTATION, deploy_specs
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, JobSettings
-from farm_pipelines.pachyderm import (
-    SPEC_ANNOTATION,
-    UPLOAD_CHUNK,
-    DatumsFailed,
-    PachydermBackend,
-    deploy_specs,
-)
+from farm_pipelines.pachyderm import UPLOAD_CHUNK, DatumsFailed, PachydermBackend
 from farm_pipelines.pipelines import PIPELINES
 
 TOKEN = "s3cret-token"

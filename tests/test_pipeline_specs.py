@@ -22,8 +22,8 @@ import python_pachyderm
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from farm_pipelines import cli
+from farm_pipelines.cluster_specs import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, parse_toleration, spec_digest
 from farm_pipelines.errors import BadInput, FarmFailure
-from farm_pipelines.pachyderm import GPU_NODE_LABEL, SPEC_ANNOTATION, deploy_specs, parse_toleration, spec_digest
 from farm_pipelines.pfs import THREADS_ENV, spec_threads, threads
 from farm_pipelines.pipelines import PIPELINES, load_spec, spec_path
 
