@@ -158,6 +158,20 @@ def test_give_up_fails_the_held_task_at_once_and_the_queue():
     assert set(scheduler.failed) == {a.datum.key(), c.datum.key()}
 
 
+def test_tasks_fed_after_a_worker_gave_up_fail_with_its_reason():
+    """A worker may fail before the stage's tasks are fed (its process cannot start): they must
+    still fail, and with that worker's reason, not a vaguer one found later."""
+    scheduler = Scheduler(tries=3)
+    scheduler.give_up(None, "ValueError: embedded null byte")
+    a, b = tasks("a", "b")
+    scheduler.feed([a, b])
+    assert scheduler.failed == {a.datum.key(): "ValueError: embedded null byte",
+                                b.datum.key(): "ValueError: embedded null byte"}
+    assert scheduler.drained() and scheduler.take() is None
+    scheduler.fail_all("no worker was left")  # nothing queued: the first reason stands
+    assert set(scheduler.failed.values()) == {"ValueError: embedded null byte"}
+
+
 def put_job(state: Path, job: str, tiles: int) -> None:
     blends = state / "repos" / "blends" / job
     blends.mkdir(parents=True)

@@ -39,12 +39,16 @@ class Scheduler:
         self._cond = threading.Condition()
         self.cancelled = False
         self.failed: dict[str, str] = {}
+        self.gave_up: str | None = None  # why the first worker that could not go on stopped
 
     def feed(self, tasks: list[Task]) -> None:
         """Add the stage's tasks, all at once; after this an empty queue means the stage is over."""
         with self._cond:
             self._queue.extend(tasks)
             self._open = False
+            if self.gave_up is not None:  # a worker failed before the tasks came: they share its fate
+                while self._queue:
+                    self.failed[self._queue.popleft().datum.key()] = self.gave_up
             self._cond.notify_all()
 
     def take(self) -> Task | None:
@@ -81,10 +85,11 @@ class Scheduler:
             self._cond.notify_all()
 
     def fail_all(self, error: str) -> None:
-        """Fail every task still queued with ``error``; tasks in flight settle as their workers report."""
+        """Fail every task still queued with ``error`` (or why a worker gave up, which says more);
+        tasks in flight settle as their workers report."""
         with self._cond:
             while self._queue:
-                self.failed[self._queue.popleft().datum.key()] = error
+                self.failed[self._queue.popleft().datum.key()] = self.gave_up or error
             self._cond.notify_all()
 
     def give_up(self, task: Task | None, error: str) -> None:
@@ -94,6 +99,7 @@ class Scheduler:
         what stopped this worker (a full disk, a fault of the farm) would stop it too.
         """
         with self._cond:
+            self.gave_up = self.gave_up or error
             if task is not None:
                 self._in_flight -= 1
                 task.attempts += 1
