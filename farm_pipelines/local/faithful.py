@@ -153,9 +153,8 @@ class FaithfulStage:
     def _content_hash(self, item: DatumInput) -> str:
         source = item.source(self.farm.repos)
         if source not in self._hashes:
-            files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
             digest = hashlib.sha256()
-            for path in files:
+            for path in _files(source):
                 digest.update(f"{path.relative_to(source.parent).as_posix()}\0{self.farm.store.file_hash(path)}\0"
                               .encode())
             self._hashes[source] = digest.hexdigest()
@@ -164,9 +163,7 @@ class FaithfulStage:
     def _size(self, datum: Datum) -> int:
         total = 0
         for item in datum.inputs:
-            source = item.source(self.farm.repos)
-            files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
-            total += sum(p.stat().st_size for p in files)
+            total += sum(p.stat().st_size for p in _files(item.source(self.farm.repos)))
         return total
 
 
@@ -345,6 +342,11 @@ class SetWorker:
     def _log(self, line: str) -> None:
         with self.log_path.open("a", encoding="utf-8", errors="backslashreplace") as log:
             log.write(line + "\n")
+
+
+def _files(source: Path) -> list[Path]:
+    """The files of an input: the file itself, or every file under the folder, in a stable order."""
+    return [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
 
 
 def _pfs_children(spec_input: dict) -> list[dict]:

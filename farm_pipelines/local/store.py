@@ -11,13 +11,14 @@ so readers see either the old commit or the new one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from farm_pipelines.blend_cache import file_sha256
 
 _FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
 
@@ -110,11 +111,7 @@ class DatumStore:
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._hashes:
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            self._hashes[key] = digest.hexdigest()
+            self._hashes[key] = file_sha256(path)
         return self._hashes[key]
 
 
