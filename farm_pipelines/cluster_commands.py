@@ -25,8 +25,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--image", required=True, help="worker image, e.g. registry.example:5000/farm-worker:1")
     deploy.add_argument("--apply", action="store_true", help="create or update the pipelines on pachd")
     deploy.add_argument("--gpu", action="store_true",
-                        help="renderers reserve one NVIDIA GPU and run on nodes labelled render-farm/gpu=true "
-                             "(they still render on the CPU: GPU rendering is not implemented yet)")
+                        help="renderers render on one NVIDIA GPU each, on nodes labelled render-farm/gpu=true "
+                             "(tolerating the nvidia.com/gpu taint); scenes set to CPU still render on CPUs")
+    deploy.add_argument("--gpu-backend", default="auto",
+                        help="Cycles backend for GPU renderers: auto (OptiX, then CUDA, HIP, oneAPI, Metal), "
+                             "one of those, or CPU; default auto")
+    deploy.add_argument("--gpu-share", metavar="FRACTION", type=float,
+                        help="with --gpu: a mixed cluster, where a renderer-gpu pipeline takes this share of "
+                             "the frames (in tenths, by last digit) and CPU renderers the rest")
     deploy.add_argument("--renderer-node", metavar="LABEL=VALUE", action="append", default=[],
                         help="node selector for renderers only, e.g. render-farm/spot=true (repeatable)")
     deploy.add_argument("--blender-version", metavar="X.Y.Z",
@@ -80,7 +86,8 @@ def deploy_command(args: argparse.Namespace) -> int:
     specs = deploy_specs(args.image, gpu=args.gpu, renderer_nodes=_labels(args.renderer_node),
                          blender_version=args.blender_version, renderer_cpu=args.renderer_cpu,
                          renderer_priority_class=(args.renderer_priority_class or "").strip() or None,
-                         renderer_tolerations=[parse_toleration(text) for text in args.renderer_toleration])
+                         renderer_tolerations=[parse_toleration(text) for text in args.renderer_toleration],
+                         gpu_backend=args.gpu_backend, gpu_share=args.gpu_share)
     if not args.apply:
         for spec in specs:
             print(json.dumps(spec, indent=2))

@@ -40,7 +40,13 @@ class Datum:
 
 
 def glob_regex(glob: str) -> re.Pattern[str]:
-    """Translate a Pachyderm glob into an anchored regex keeping its capture groups."""
+    """Translate a Pachyderm glob into an anchored regex keeping its capture groups.
+
+    ``[...]`` is a list or range of characters, negated by a leading ``!`` or ``^``, as
+    pachd's glob library lexes it (github.com/pachyderm/ohmyglob ``syntax/lexer/lexer.go``,
+    ``char_range_open`` and ``char_not_exclaim``/``char_not_caret``) and compiles it to a
+    regex class (``compiler/compiler.go``, ``compile``, ``KindRange``/``KindList``).
+    """
     out = []
     i = 0
     while i < len(glob):
@@ -48,6 +54,13 @@ def glob_regex(glob: str) -> re.Pattern[str]:
         if glob.startswith("**", i):
             out.append(".*")
             i += 2
+            continue
+        if char == "[" and "]" in glob[i + 2:]:  # a list or range, ``!`` or ``^`` negating it
+            end = glob.index("]", i + 2)
+            body = glob[i + 1:end]
+            negate = body[:1] in ("!", "^")
+            out.append("[" + ("^" if negate else "") + re.sub(r"([\\\]\[^])", r"\\\1", body[negate:]) + "]")
+            i = end + 1
             continue
         out.append({"*": "[^/]*", "?": "[^/]", "(": "(", ")": ")"}.get(char, re.escape(char)))
         i += 1

@@ -29,6 +29,16 @@ def input_path(name: str) -> Path:
     return Path(value)
 
 
+#: The merger's inputs that hold rendered tiles: a mixed cluster's GPU renderer is the second
+#: (``cluster_specs.mixed_specs``); each frame's tiles are in exactly one of them.
+RENDERER_INPUTS = ("renderer", "renderer_gpu")
+
+
+def tile_dirs() -> list[Path]:
+    """The renderer inputs this datum has: with ``outer_join`` a renderer without the job is left out."""
+    return [Path(os.environ[name]) for name in RENDERER_INPUTS if os.environ.get(name)]
+
+
 def output_dir() -> Path:
     return pfs_root() / "out"
 

@@ -19,7 +19,7 @@ def build(options: dict) -> None:
     scene = bpy.context.scene
     render = scene.render
     render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
+    scene.cycles.device = options.get("device", "CPU")
     scene.cycles.samples = options.get("samples", 2)
     scene.cycles.use_denoising = False
     scene.cycles.seed = 3

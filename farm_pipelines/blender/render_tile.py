@@ -14,15 +14,16 @@ composites and denoises the whole frame once.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import bpy
 
-from farm_pipelines import blend_cache, blender_versions, merge
-from farm_pipelines.atomic_files import atomic_path
-from farm_pipelines.blender import animation_hold, session
+from farm_pipelines import blend_cache, blender_versions, gpu, merge
+from farm_pipelines.atomic_files import atomic_path, write_text
+from farm_pipelines.blender import animation_hold, devices, session
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.tiles import border_for_box
@@ -37,6 +38,8 @@ class TileRenderer:
         self.loads = 0  # blends opened by this process; each one is logged
         self.scene: bpy.types.Scene | None = None
         self._held = animation_hold.HeldAnimation()
+        self._found: dict[str, list[gpu.Device]] | None = None  # Cycles' GPUs, listed once per process
+        self.device = ""  # what the open scene renders on, as logged
 
     def load(self, blend: Path, saved_with: tuple[int, ...] = (), sha256: str | None = None) -> bpy.types.Scene:
         """Open ``blend`` unless the blend with content ``sha256`` is open already; then ``blend`` is not read.
@@ -67,6 +70,33 @@ class TileRenderer:
         self._denoises = render.engine == "CYCLES" and cycles.use_denoising
         render.use_persistent_data = True  # Cycles keeps the BVH between tiles
         render.use_stamp = False  # burn-in belongs on the whole frame, added by the merger
+        self._choose_device(scene)
+
+    def _choose_device(self, scene: bpy.types.Scene) -> None:
+        """Put a scene that asks for a GPU on this worker's GPU, or on its CPU with a warning naming why.
+
+        The warning goes to the log (on Pachyderm, ``pachctl logs``) and, on the local
+        farm, into the device report the farm turns into a message for the user.
+        """
+        warning = ""
+        if devices.asks_for_gpu(scene):
+            if self._found is None:
+                self._found = devices.available()
+            setting = gpu.backend_setting()
+            choice = gpu.choose(setting, self._found, os.environ.get(gpu.DEVICE_ENV) or None)
+            devices.use_devices(scene, choice)
+            if choice.backend is None and setting != "CPU":  # CPU by the farm's own choice is no surprise
+                warning = f"the scene asks for GPU rendering, but {choice.reason}: rendering on the CPU"
+        else:
+            choice = gpu.Choice(None, reason="the scene renders on the CPU")
+        self.device = choice.describe()
+        print(f"renderer: device: {self.device}", flush=True)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        report = os.environ.get(gpu.REPORT_ENV)
+        if report:
+            write_text(Path(report), json.dumps({"device": self.device, "gpu": choice.backend is not None,
+                                                 "warning": warning}))
 
     def _set_output(self, scene: bpy.types.Scene, farm_composites: bool, chunk: SampleChunk | None) -> None:
         render, cycles = scene.render, scene.cycles

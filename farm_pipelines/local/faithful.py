@@ -302,7 +302,7 @@ class SetWorker:
                                             start_new_session=True)  # its own group, killed as one
         what = f"datum set of {set_size}" if set_size is not None else "restart after a datum error"
         self._log(f"faithful worker: user code started (pid {self.process.pid}) for a {what}")
-        if self.stage.pipeline == "renderer":
+        if self.stage.pipeline.startswith("renderer"):
             try:
                 os.setpriority(os.PRIO_PROCESS, self.process.pid, WORKER_NICENESS)
             except ProcessLookupError:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from farm_pipelines import gpu, job_folder, liveness
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
@@ -29,7 +30,7 @@ from farm_pipelines.local.pachd_rules import new_id
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
 from farm_pipelines.local.store import DatumStore
-from farm_pipelines.local.workers import WorkerPool, default_workers
+from farm_pipelines.local.workers import WorkerPool, usable_cpus
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 
@@ -45,19 +46,71 @@ class LocalFarm:
 
     def __init__(self, state_dir: Path | None = None, workers: int | None = None, host: Host | None = None,
                  log: Callable[[str], None] | None = None, faithful: bool = False,
-                 specs: dict[str, dict] | None = None) -> None:
+                 specs: dict[str, dict] | None = None, warn: Callable[[str], None] | None = None,
+                 gpu_backend: str | None = None, gpus: list[gpu.Device] | None = None) -> None:
         """``faithful`` runs every stage by a pachd worker's rules (``faithful``), without the fast paths;
-        ``specs`` replaces packaged pipeline specs on the faithful farm, as an edited spec on a cluster."""
+        ``specs`` replaces packaged pipeline specs on the faithful farm, as an edited spec on a cluster;
+        their order is the DAG's (a mixed cluster's ``renderer-gpu`` after ``renderer``).
+        ``gpu_backend`` is ``gpu.parse_backend``'s (default ``FARM_GPU_BACKEND``, else auto); ``gpus``
+        are the GPUs to give workers, by default those ``probe_gpus`` finds."""
         # Absolute once, so /pfs links need no per-datum resolve() (each costs a syscall per path part).
         self.root = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.repos = self.root / "repos"
-        self.workers = max(1, workers or default_workers())
+        self._asked_workers = workers
+        self.gpu_backend = gpu.parse_backend(gpu_backend) if gpu_backend else gpu.backend_setting()
+        self._plans: list[gpu.WorkerPlan] | None = None
+        self._gpus = gpus
         self.host = host or Host()
         self.log = log or (lambda message: None)
+        self.warn = warn or (lambda message: self.log(f"warning: {message}"))
         self.store = DatumStore(self.root, self.log)
         self.faithful = faithful
         self.specs = specs or {}
         self._early: dict[str, tuple[ProgressTracker, dict[str, WorkerPool]]] = {}
+
+    @property
+    def plans(self) -> list[gpu.WorkerPlan]:
+        """The renderer workers: one per GPU Cycles finds here (``probe_gpus``), CPU workers on the rest."""
+        if self._plans is None:
+            gpus = self.probe_gpus() if self._gpus is None else self._gpus
+            self._plans = gpu.plan_workers(usable_cpus(), gpus, self._asked_workers)
+            if gpus:
+                cpu_workers = sum(plan.gpu is None for plan in self._plans)
+                self.log(f"{len(gpus)} GPU worker(s) ({', '.join(f'{d.backend} {d.name}' for d in gpus)}) "
+                         f"and {cpu_workers} CPU worker(s)")
+        return self._plans
+
+    @property
+    def workers(self) -> int:
+        return len(self.plans)
+
+    def probe_gpus(self) -> list[gpu.Device]:
+        """The GPUs of the backend ``gpu_backend`` picks, as a Blender process of this host lists them.
+
+        Asked only where the machine shows a GPU device file (``gpu.may_have_gpu``), since the
+        probe costs a Blender start; a probe that fails is a warning, and the farm renders on CPUs.
+        """
+        if self.gpu_backend == "CPU" or not gpu.may_have_gpu():
+            return []
+        return self.list_gpus()
+
+    def list_gpus(self) -> list[gpu.Device]:
+        """Ask Cycles, in a Blender process, for the GPUs of the backend ``gpu_backend`` picks."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        result = self.root / "gpu-probe.json"
+        result.unlink(missing_ok=True)
+        argv, extra = self.host.module_argv("farm_pipelines.blender.devices", str(result))
+        with self.host.scratch() as scratch:
+            code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
+                                                  "listing this machine's GPUs")
+        if code != 0 or not result.exists():
+            lines = stderr.strip().splitlines()
+            self.warn(f"listing this machine's GPUs failed ({lines[-1] if lines else f'exit code {code}'}); "
+                      "rendering on the CPUs only")
+            return []
+        found = {backend: [gpu.Device.from_json(d) for d in devices]
+                 for backend, devices in json.loads(result.read_text(encoding="utf-8")).items()}
+        return list(gpu.choose(self.gpu_backend, found).devices)
 
     # -- Backend ---------------------------------------------------------------------------------
 
@@ -98,6 +151,7 @@ class LocalFarm:
                     if failed[name]:
                         raise FarmFailure(f"splitting failed: {next(iter(failed[name].values()))}")
                     tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+                    warm["renderer"].scheduler.one_device_per_frame = self._mixes_devices(job.name)
                     # Blender starts while the tiles render; it then waits on NextDatum for its datum.
                     warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)  # one per job
         finally:
@@ -125,7 +179,10 @@ class LocalFarm:
         job_id = new_id()
         self.log(f"job {job_id} (commit set of {job.name})")
         lost: list = []
-        for name in PIPELINES:
+        # A pipeline the packaged DAG lacks (a mixed cluster's ``renderer-gpu``) runs before the merger.
+        extra = [name for name in self.specs if name not in PIPELINES]
+        dag = [*PIPELINES[:-1], *extra, PIPELINES[-1]]
+        for name in dag:
             spec = self.specs.get(name) or load_spec(name)
             result = FaithfulStage(self, spec, job.name, job_id, tracker, cancel).run()
             lost += result.lost
@@ -134,7 +191,7 @@ class LocalFarm:
             if name == "splitter":
                 tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
             if result.failed:
-                later = PIPELINES[PIPELINES.index(name) + 1:]
+                later = dag[dag.index(name) + 1:]
                 first = result.failed[0]
                 raise FarmFailure(
                     f"{name} job {job_id} failed: {len(result.failed)} datum(s) failed ("
@@ -146,6 +203,13 @@ class LocalFarm:
             first = lost[0]
             raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
                               f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
+
+    def _mixes_devices(self, job_name: str) -> bool:
+        """True when a GPU scene meets GPU and CPU workers: then each frame stays on one kind of device."""
+        kinds = {plan.kind for plan in self.plans}
+        facts = self.repos / "splitter" / job_name / "scene.json"
+        asks = facts.exists() and json.loads(facts.read_text(encoding="utf-8")).get("gpu", False)
+        return bool(asks) and len(kinds) > 1
 
     def _start_workers(self, job_name: str) -> tuple[ProgressTracker, dict[str, WorkerPool]]:
         """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
@@ -169,15 +233,27 @@ class LocalFarm:
         return self.repos / "blends" / job_name
 
     def _put_job(self, job: Job, job_files: Path) -> None:
-        """Commit the job's files to the ``blends`` repo, leaving identical files untouched."""
+        """Commit the job folder to the ``blends`` repo: ``repos/blends/<job>`` becomes the same tree.
+
+        Files are hard links to the prepared folder's (whose carried files are links into the
+        file store), so no texture is copied again; identical files stay untouched, and files
+        of an older version of the job are removed, as a new commit replaces the job's folder.
+        """
         target = self.job_files(job.name)
         if job_files.resolve() == target.resolve():
             return
-        for source in job_files.iterdir():
-            destination = target / source.name
+        wanted = set(job_folder.files_of(job_files))
+        for rel in sorted(wanted):
+            source, destination = job_files / rel, target / rel
             if destination.exists() and _same_file(source, destination):
                 continue
-            copy_file(source, destination)
+            _link_or_copy(source, destination)
+        for rel in job_folder.files_of(target) if target.exists() else []:
+            if rel not in wanted:
+                (target / rel).unlink()
+        for folder in sorted((p for p in target.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
 
     def _merged_frames(self, job_name: str) -> list[tuple[int, Path]]:
         folder = self.repos / "merger" / job_name
@@ -222,7 +298,22 @@ class LocalFarm:
         return scheduler.failed
 
 
+def _link_or_copy(source: Path, destination: Path) -> None:
+    """``destination`` becomes ``source``'s content: a new hard link swapped in, or a copy."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temp = destination.with_name(f".{destination.name}.link")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+    except OSError:
+        copy_file(source, destination)
+        return
+    os.replace(temp, destination)
+
+
 def _same_file(a: Path, b: Path) -> bool:
+    if os.path.samefile(a, b):
+        return True
     if a.stat().st_size != b.stat().st_size:
         return False
     with a.open("rb") as fa, b.open("rb") as fb:

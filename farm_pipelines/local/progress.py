@@ -32,11 +32,14 @@ class ProgressTracker:
             if name == "renderer":
                 self.tiles_total, self.tiles_done, self._skipped = total, done, done
                 self._started = time.monotonic()
+            elif name.startswith("renderer"):  # a mixed cluster's second renderer adds its share of tiles
+                self.tiles_total, self.tiles_done, self._skipped = (
+                    self.tiles_total + total, self.tiles_done + done, self._skipped + done)
         self._emit()
 
     def datum_settled(self, pipeline: str, failed: bool) -> None:
         with self._lock:
-            if pipeline == "renderer":
+            if pipeline.startswith("renderer"):
                 self.tiles_done += 1
                 self.tiles_failed += int(failed)
         self._emit()
@@ -51,7 +54,7 @@ class ProgressTracker:
         with self._lock:
             eta = None
             rendered = self.tiles_done - self._skipped
-            if self.stage_name == "renderer" and rendered > 0:
+            if self.stage_name.startswith("renderer") and rendered > 0:
                 rate = rendered / max(1e-6, time.monotonic() - self._started)
                 eta = (self.tiles_total - self.tiles_done) / rate
             progress = Progress(self.stage_name, self.tiles_done, self.tiles_total, self.tiles_failed,

@@ -40,6 +40,10 @@ class Scheduler:
         self.cancelled = False
         self.failed: dict[str, str] = {}
         self.gave_up: str | None = None  # why the first worker that could not go on stopped
+        #: Keep every frame on one kind of device (``gpu.frame_digits`` says why); set before ``feed``.
+        self.one_device_per_frame = False
+        self._claims: dict[str, str] = {}  # frame -> the kind of worker that took its first tile
+        self._live: collections.Counter[str] = collections.Counter()  # workers of each kind still running
 
     def feed(self, tasks: list[Task]) -> None:
         """Add the stage's tasks, all at once; after this an empty queue means the stage is over."""
@@ -51,15 +55,49 @@ class Scheduler:
                     self.failed[self._queue.popleft().datum.key()] = self.gave_up
             self._cond.notify_all()
 
-    def take(self) -> Task | None:
-        """The next task, waiting while others may still fail and come back; None when the stage is over."""
+    def take(self, kind: str = "") -> Task | None:
+        """The next task, waiting while others may still fail and come back; None when the stage is over.
+
+        With ``one_device_per_frame`` a worker of ``kind`` takes only tiles of frames no
+        other kind has started, unless no worker of that kind is left to finish them.
+        """
         with self._cond:
-            while not self._queue and (self._in_flight or self._open) and not self.cancelled:
+            while True:
+                if self.cancelled:
+                    return None
+                index = self._eligible(kind)
+                if index is not None:
+                    task = self._queue[index]
+                    del self._queue[index]
+                    if self.one_device_per_frame:
+                        self._claims.setdefault(_frame_of(task), kind)
+                    self._in_flight += 1
+                    return task
+                if not self._queue and not (self._in_flight or self._open):
+                    return None
                 self._cond.wait()
-            if self.cancelled or not self._queue:
-                return None
-            self._in_flight += 1
-            return self._queue.popleft()
+
+    def _eligible(self, kind: str) -> int | None:
+        if not self._queue:
+            return None
+        if not self.one_device_per_frame:
+            return 0
+        for index, task in enumerate(self._queue):
+            owner = self._claims.get(_frame_of(task))
+            if owner is None or owner == kind or not self._live[owner]:
+                return index
+        return None
+
+    def join(self, kind: str) -> None:
+        """A worker of ``kind`` starts taking tasks."""
+        with self._cond:
+            self._live[kind] += 1
+
+    def leave(self, kind: str) -> None:
+        """A worker of ``kind`` stopped for good: frames only it could take are open to every worker."""
+        with self._cond:
+            self._live[kind] -= 1
+            self._cond.notify_all()
 
     def finish(self, task: Task, error: str | None) -> bool:
         """Record an attempt; True when the task is settled (succeeded or out of tries)."""
@@ -117,6 +155,11 @@ class Scheduler:
         with self._cond:
             self.cancelled = True
             self._cond.notify_all()
+
+
+def _frame_of(task: Task) -> str:
+    """``.../tiles/000003_0007.json`` -> ``000003``: the frame a tile datum belongs to."""
+    return task.datum.key().rsplit("/", 1)[-1].split("_", 1)[0]
 
 
 def describe_datum(datum_key: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from farm_pipelines import liveness
+from farm_pipelines import gpu, liveness
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
@@ -37,10 +38,10 @@ WORKER_NICENESS = 10
 
 
 def default_workers() -> int:
-    return max(1, len(_usable_cpus()))
+    return max(1, len(usable_cpus()))
 
 
-def _usable_cpus() -> list[int]:
+def usable_cpus() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
@@ -54,7 +55,7 @@ def cpu_sets(count: int) -> list[set[int]]:
     run on leaves idle pool threads spinning on ``sched_yield``, which on a busy
     machine takes CPU from the renderers next door.
     """
-    cpus = _usable_cpus()
+    cpus = usable_cpus()
     if count >= len(cpus):
         return [{cpus[i % len(cpus)]} for i in range(count)]
     return [set(cpus[i * len(cpus) // count:(i + 1) * len(cpus) // count]) for i in range(count)]
@@ -71,8 +72,11 @@ class WorkerPool:
         self.scheduler = Scheduler(int(spec.get("datum_tries", 3)))
         self.run_dir = farm.root / "work" / f"{pipeline}-{uuid.uuid4().hex[:8]}"
         count = min(farm.workers, datums) if datums else farm.workers
-        self.slots = [Slot(farm, pipeline, spec, scope, self.run_dir / str(i), self.scheduler, tracker, cpus)
-                      for i, cpus in enumerate(cpu_sets(count))]
+        # Renderers follow the farm's plan (GPU workers first); the other stages share the CPUs.
+        plans = farm.plans[:count] if pipeline == "renderer" else \
+            [gpu.WorkerPlan(frozenset(cpus)) for cpus in cpu_sets(count)]
+        self.slots = [Slot(farm, pipeline, spec, scope, self.run_dir / str(i), self.scheduler, tracker, plan)
+                      for i, plan in enumerate(plans)]
         self.threads = [threading.Thread(target=slot.run, daemon=True) for slot in self.slots]
         for thread in self.threads:
             thread.start()
@@ -100,9 +104,10 @@ class Slot:
     """One worker: its own /pfs tree and one long-lived process."""
 
     def __init__(self, farm: LocalFarm, pipeline: str, spec: dict, scope: str, root: Path,
-                 scheduler: Scheduler, tracker: ProgressTracker, cpus: set[int]) -> None:
+                 scheduler: Scheduler, tracker: ProgressTracker, plan: gpu.WorkerPlan) -> None:
         self.farm, self.pipeline, self.spec, self.scope = farm, pipeline, spec, scope
-        self.cpus = cpus
+        self.plan = plan
+        self.cpus = set(plan.cpus)
         self.pfs = root / "pfs"
         self.layout = WorkerPfs(self.pfs, farm.repos, pipeline, scope)
         self.scheduler, self.tracker = scheduler, tracker
@@ -116,12 +121,16 @@ class Slot:
         log_dir = farm.root / "logs" / pipeline / scope
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{root.parent.name}-{root.name}.log"
+        self.name = f"worker {root.name}"
+        self.report_path = log_dir / f"{root.parent.name}-{root.name}.device.json"
+        self._reported = False
 
     def run(self) -> None:
         # Pin this thread: the worker processes it starts inherit its CPUs, and so do the
         # NextDatum handler threads, which then run where their worker sits waiting for them.
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, self.cpus)
+        self.scheduler.join(self.plan.kind)
         try:
             self._run_batched()
         except OSError as error:  # the state disk is full or gone: settle everything, clearly
@@ -133,6 +142,8 @@ class Slot:
             detail = " ".join(str(error).split())  # one line, whatever the exception says
             self._abandon(f"the local farm's {self.pipeline} worker failed: {type(error).__name__}: {detail} "
                           f"(traceback in {self.log_path})", from_thread=True)
+        finally:
+            self.scheduler.leave(self.plan.kind)
 
     def _abandon(self, message: str, from_thread: bool = False) -> None:
         """Fail this worker's datum and the stage's queue with ``message`` (``Scheduler.give_up``).
@@ -168,12 +179,32 @@ class Slot:
         settled = self.scheduler.finish(task, error)
         if settled:
             self.tracker.datum_settled(self.pipeline, failed=error is not None)
+        if not self._reported:
+            self._report_device()
+
+    def _report_device(self) -> None:
+        """Say once what this worker renders on (``worker 0: OPTIX NVIDIA ...``), and warn of a CPU fallback."""
+        try:
+            report = json.loads(self.report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # not written yet (this worker's first datum failed before loading the scene)
+        self._reported = True
+        pinned = f" (given {self.plan.gpu.backend} {self.plan.gpu.name})" if self.plan.gpu else ""
+        if report.get("warning"):
+            self.farm.warn(f"{self.name}: {report['warning']}{pinned}")
+        else:
+            self.farm.log(f"{self.name}: renders on {report['device']}")
 
     def _base_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.spec["transform"].get("env", {}))
         env.update({"FARM_PFS": str(self.pfs), "FARM_THREADS": str(len(self.cpus)),
-                    "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1", gpu.REPORT_ENV: str(self.report_path),
+                    gpu.BACKEND_ENV: self.farm.gpu_backend})
+        if self.plan.gpu:  # pinned by Cycles' own device selection: the id stays valid whatever else is visible
+            env.update({gpu.DEVICE_ENV: self.plan.gpu.id, gpu.BACKEND_ENV: self.plan.gpu.backend})
+        elif self.pipeline == "renderer" and any(plan.gpu for plan in self.farm.plans):
+            env[gpu.BACKEND_ENV] = "CPU"  # the GPUs have workers of their own
         return env
 
     def _start(self, env: dict[str, str]) -> subprocess.Popen:
@@ -268,7 +299,7 @@ class Slot:
             task, self.current = self.current, None
         if task is not None:
             self._finish(task, error or None)
-        task = self.scheduler.take()
+        task = self.scheduler.take(self.plan.kind)
         if task is None:  # like pachd, leave the call hanging until the process is stopped
             no_more.set()
             released.wait(60)

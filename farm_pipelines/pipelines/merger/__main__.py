@@ -29,9 +29,14 @@ from farm_pipelines.worker_api import run_batched
 
 
 def merge_datum() -> None:
+    if not (os.environ.get("blends") and os.environ.get("splitter")):
+        # A mixed cluster's merger joins with outer_join (a renderer may have no frame of a job), so a
+        # key only some renderer still holds (its job's blend deleted) comes alone: nothing to merge.
+        print("merger: datum without the job's blend or manifests; nothing to merge", flush=True)
+        return
     job_dir = pfs.input_path("blends")
     manifests_dir = pfs.input_path("splitter") / "frames"
-    tiles_dir = pfs.input_path("renderer")
+    tiles_dirs = pfs.tile_dirs()
     job = Job.load(job_dir / "job.json")
     encoder = FrameEncoder(session.open_untrusted(job_dir / "scene.blend"), job.settings.file_format)
     out = pfs.output_dir() / job.name
@@ -41,7 +46,7 @@ def merge_datum() -> None:
     readers = pfs.threads() or os.cpu_count() or 1  # the CPUs this worker was given
     with tempfile.TemporaryDirectory(prefix="farm-merge-") as scratch:
         for manifest in manifests:
-            pieces = tiles_dir / f"{manifest.frame:06d}"
+            pieces = _pieces_dir(tiles_dirs, manifest.frame)
             linear = Path(scratch) / f"{manifest.frame:06d}.exr"
             destination = out / f"{manifest.frame:06d}{encoder.extension}"
             try:
@@ -60,6 +65,14 @@ def merge_datum() -> None:
             print(f"merger: {job.name} frame {manifest.frame} merged", flush=True)
     if failures:
         write_text(out / "failed.json", json.dumps(failures, indent=1))
+
+
+def _pieces_dir(tiles_dirs: list[Path], frame: int) -> Path:
+    """The renderer output holding ``frame``'s pieces; if none has them, a folder that does not exist,
+    so the merge names every piece missing."""
+    name = f"{frame:06d}"
+    return next((folder / name for folder in tiles_dirs if (folder / name).is_dir()),
+                (tiles_dirs[0] if tiles_dirs else pfs.output_dir() / ".no-tiles") / name)
 
 
 def main() -> None:

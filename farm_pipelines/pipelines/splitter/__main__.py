@@ -1,4 +1,5 @@
-"""Splitter transform: ``/pfs/blends/<job>`` -> ``/pfs/out/<job>/tiles/*.json`` and ``frames/*/manifest.json``.
+"""Splitter transform: ``/pfs/blends/<job>`` -> ``/pfs/out/<job>/tiles/*.json``, ``frames/*/manifest.json``
+and ``scene.json``.
 
 Opens the job's blend (untrusted) only to read its active scene: frame size,
 render region, frame range and samples. Each piece datum (a tile, or one sample
@@ -16,7 +17,7 @@ import json
 
 from farm_pipelines import pfs
 from farm_pipelines.blend_cache import file_sha256
-from farm_pipelines.blender import entry, session
+from farm_pipelines.blender import devices, entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
 from farm_pipelines.manifest import plan_frame
@@ -46,6 +47,8 @@ def split_datum() -> None:
     # succeeds (a failed datum's output is thrown away), and a job can hold thousands of tiles.
     out = pfs.output_dir() / job.name
     (out / "tiles").mkdir(parents=True, exist_ok=True)
+    # Whether the scene asks for a GPU: a local farm with GPU and CPU workers then keeps each frame on one kind.
+    (out / "scene.json").write_text(json.dumps({"gpu": devices.asks_for_gpu(scene)}), encoding="utf-8")
     total = 0
     for frame in frames:
         manifest = plan_frame(frame, size, region, crop, job.settings, samples)

@@ -1,0 +1,187 @@
+"""GPU rendering, tested as far as a machine without a GPU can: these machines have none.
+
+What runs for real here: Cycles' own device enumeration (which finds no GPU), the
+backend choice, the CPU fallback and its warning, the local farm's worker layout and
+its rule that a frame never mixes GPU and CPU tiles, and the specs ``farm deploy --gpu``
+writes, run on the faithful farm. What no test here can show is a tile rendered on a
+GPU: ``bench/gpu.py`` is that check, for a machine with a GPU and bpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import ROOT, farm, make_scene, max_difference, render_whole
+
+from farm_pipelines import gpu
+from farm_pipelines.cluster_specs import GPU_RENDERER, deploy_specs
+from farm_pipelines.datums import Datum, DatumInput, glob_regex
+from farm_pipelines.errors import BadInput
+from farm_pipelines.job import JobSettings, TileSize
+from farm_pipelines.local.farm import LocalFarm
+from farm_pipelines.local.scheduler import Scheduler, Task
+from farm_pipelines.submission import render
+
+RTX = gpu.Device("OPTIX", "NVIDIA GeForce RTX 4070", "OPTIX_0000:01:00")
+RTX_CUDA = gpu.Device("CUDA", "NVIDIA GeForce RTX 4070", "CUDA_0000:01:00")
+RADEON = gpu.Device("HIP", "AMD Radeon RX 7800", "HIP_0000:03:00")
+
+
+def test_auto_prefers_optix_then_cuda_and_a_named_backend_is_kept():
+    found = {"CUDA": [RTX_CUDA], "OPTIX": [RTX], "HIP": [RADEON]}
+    assert gpu.choose("auto", found).devices == (RTX,)
+    assert gpu.choose("auto", {"CUDA": [RTX_CUDA], "HIP": [RADEON]}).devices == (RTX_CUDA,)
+    assert gpu.choose("HIP", found).describe() == "HIP AMD Radeon RX 7800"
+    assert gpu.choose("auto", found, pinned=RADEON.id).devices == (RADEON,)
+
+
+def test_no_gpu_falls_back_to_the_cpu_with_the_reason():
+    choice = gpu.choose("auto", {"CUDA": [], "OPTIX": []})
+    assert choice.backend is None
+    assert choice.reason == "Cycles found no OPTIX or CUDA or HIP or ONEAPI or METAL device here"
+    assert "no CUDA device with id 'CUDA_x'" in gpu.choose("CUDA", {"CUDA": [RTX_CUDA]}, "CUDA_x").reason
+    assert gpu.choose("CPU", {"OPTIX": [RTX]}).backend is None
+
+
+def test_backend_setting_is_checked():
+    assert gpu.parse_backend("optix") == "OPTIX" and gpu.parse_backend(None) == "auto"
+    with pytest.raises(BadInput, match="not one of auto, OPTIX"):
+        gpu.parse_backend("vulkan")
+
+
+def test_worker_layout_one_worker_per_gpu_and_cpu_workers_on_the_rest():
+    plans = gpu.plan_workers(list(range(8)), [RTX, RADEON])
+    assert [(sorted(p.cpus), p.gpu) for p in plans[:2]] == [([0, 1], RTX), ([2, 3], RADEON)]
+    assert [sorted(p.cpus) for p in plans[2:]] == [[4], [5], [6], [7]]
+    assert [p.kind for p in gpu.plan_workers(list(range(8)), [RTX], workers=3)] == ["gpu", "cpu", "cpu"]
+    two_cores = gpu.plan_workers([0, 1], [RTX])  # too few cores for two feeders: one each
+    assert [(sorted(p.cpus), p.kind) for p in two_cores] == [([0], "gpu"), ([1], "cpu")]
+    no_gpu = gpu.plan_workers([0, 1, 2, 3], [], workers=2)
+    assert [sorted(p.cpus) for p in no_gpu] == [[0, 1], [2, 3]] and {p.kind for p in no_gpu} == {"cpu"}
+
+
+def test_cycles_enumeration_finds_no_gpu_on_this_machine(tmp_path):
+    """Cycles' real ``available_devices`` in a Blender process: the backends this build has, and no device."""
+    result = tmp_path / "devices.json"
+    subprocess.run([sys.executable, "-m", "farm_pipelines.blender.devices", str(result)], check=True, cwd=ROOT,
+                   capture_output=True)
+    found = json.loads(result.read_text())
+    assert {"CUDA", "OPTIX", "HIP"} <= set(found) <= set(gpu.BACKENDS)  # Linux builds: no Metal
+    assert not gpu.may_have_gpu() and all(devices == [] for devices in found.values())
+    farm_here = LocalFarm(tmp_path / "state", workers=2)
+    assert farm_here.list_gpus() == []  # the local farm's own probe: the same answer
+    assert [p.kind for p in farm_here.plans] == ["cpu", "cpu"]
+
+
+def _task(frame: int, tile: int) -> Task:
+    path = f"/job/tiles/{frame:06d}_{tile:04d}.json"
+    return Task(Datum((DatumInput("splitter", "splitter", path, "job"),)), f"{frame}-{tile}")
+
+
+def test_a_frame_stays_on_the_kind_of_device_that_started_it():
+    scheduler = Scheduler(3)
+    scheduler.one_device_per_frame = True
+    scheduler.join("gpu")
+    scheduler.join("cpu")
+    scheduler.feed([_task(f, t) for f in (1, 2) for t in range(3)])
+    first = scheduler.take("gpu")
+    second = scheduler.take("cpu")
+    assert (first.id, second.id) == ("1-0", "2-0")  # frame 1 is the GPU's now: the CPU starts frame 2
+    taken = {"gpu": [scheduler.take("gpu").id], "cpu": [scheduler.take("cpu").id]}
+    assert taken == {"gpu": ["1-1"], "cpu": ["2-1"]}
+    scheduler.finish(first, None)
+    scheduler.leave("gpu")  # the GPU worker stopped for good: its frame's last tile goes to the CPU
+    assert scheduler.take("cpu").id in {"1-2", "2-2"}
+
+
+def test_without_the_rule_a_worker_takes_the_next_tile_whatever_its_frame():
+    scheduler = Scheduler(3)
+    scheduler.feed([_task(f, t) for f in (1, 2) for t in range(2)])
+    assert [scheduler.take("gpu").id, scheduler.take("cpu").id] == ["1-0", "1-1"]
+
+
+def test_a_gpu_scene_on_a_machine_without_gpus_renders_on_the_cpu_and_says_so(tmp_path, state):
+    blend = make_scene(tmp_path / "gpu.blend", device="GPU", size=[48, 32], frames=[1, 1], dither=0.0)
+    whole = render_whole(blend, tmp_path / "whole", [1])
+    done = farm("render", blend, "--tile", "24x16", "--workers", "2", "--out", tmp_path / "out", state=state)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: worker")]
+    assert warnings and all(line.endswith("the scene asks for GPU rendering, but Cycles found no OPTIX or CUDA "
+                                          "or HIP or ONEAPI or METAL device here: rendering on the CPU")
+                            for line in warnings), done.stderr
+    assert max_difference(tmp_path / "out" / "000001.png", whole[1]) == 0
+
+
+def test_a_cpu_scene_stays_on_the_cpu_without_a_warning(tmp_path, state):
+    blend = make_scene(tmp_path / "cpu.blend", size=[32, 16], frames=[1, 1])
+    done = farm("render", blend, "--whole-frame", "--workers", "1", "--out", tmp_path / "out", state=state)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr and "worker 0: renders on CPU (the scene renders on the CPU)" in done.stderr
+
+
+def test_an_unknown_backend_is_bad_input(tmp_path, state):
+    blend = make_scene(tmp_path / "cpu.blend", size=[32, 16], frames=[1, 1])
+    env = dict(os.environ, FARM_STATE_DIR=str(state), FARM_GPU_BACKEND="vulkan")
+    done = subprocess.run([sys.executable, "-m", "farm_pipelines.cli", "render", str(blend), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "GPU backend 'vulkan' is not one of auto" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_gpu_worker_keeps_its_frames_and_names_its_missing_gpu(tmp_path):
+    """The layout with a GPU given to the farm: a device id Cycles does not know here (there is no GPU), so
+    the GPU worker falls back with a warning naming it, and every frame's tiles come from one worker kind."""
+    blend = make_scene(tmp_path / "gpu.blend", device="GPU", size=[48, 32], frames=[1, 4], dither=0.0)
+    given = gpu.Device("CUDA", "NVIDIA GeForce RTX 4070", "CUDA_NVIDIA GeForce RTX 4070_0000:01:00")
+    warnings: list[str] = []
+    backend = LocalFarm(tmp_path / "state", workers=2, gpus=[given], warn=warnings.append)
+    assert [p.kind for p in backend.plans] == ["gpu", "cpu"]
+    frames = render(blend, JobSettings(tile=TileSize(16, 16)), tmp_path / "out", backend=backend,
+                    cancel=threading.Event())
+    assert len(frames) == 4
+    assert warnings == ["worker 0: the scene asks for GPU rendering, but Cycles found no CUDA device with id "
+                        f"'{given.id}' here: rendering on the CPU (given CUDA NVIDIA GeForce RTX 4070)"]
+    kinds: dict[int, set[str]] = {}
+    for log in (tmp_path / "state" / "logs" / "renderer").rglob("*.log"):
+        kind = "gpu" if log.stem.endswith("-0") else "cpu"
+        for frame in re.findall(r"renderer: \S+ frame (\d+) piece \S+ done", log.read_text()):
+            kinds.setdefault(int(frame), set()).add(kind)
+    assert sorted(kinds) == [1, 2, 3, 4] and all(len(k) == 1 for k in kinds.values()), kinds
+    whole = render_whole(blend, tmp_path / "whole", [1, 2, 3, 4])
+    assert all(max_difference(tmp_path / "out" / f"{f:06d}.png", whole[f]) == 0 for f in whole)
+
+
+def test_deploy_gpu_renders_on_the_gpu_nodes():
+    renderer = next(s for s in deploy_specs("w:1", gpu=True, gpu_backend="cuda", blender_version="5.0.1")
+                    if s["pipeline"]["name"] == "renderer")
+    assert renderer["resource_limits"]["gpu"] == {"type": "nvidia.com/gpu", "number": 1}
+    assert renderer["scheduling_spec"]["node_selector"] == {"render-farm/gpu": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "EXISTS", "effect": "NO_SCHEDULE"} in renderer["tolerations"]
+    assert renderer["transform"]["env"][gpu.BACKEND_ENV] == "CUDA"
+    with pytest.raises(BadInput, match="--gpu-share needs --gpu"):
+        deploy_specs("w:1", gpu_share=0.5, blender_version="5.0.1")
+
+
+def test_the_mixed_cluster_shares_frames_by_last_digit_without_overlap():
+    specs = {s["pipeline"]["name"]: s for s in deploy_specs("w:1", gpu=True, gpu_share=0.3, blender_version="5.0.1")}
+    assert list(specs) == ["splitter", "renderer", GPU_RENDERER, "merger"]
+    assert "gpu" not in specs["renderer"].get("resource_limits", {})
+    assert specs["renderer"]["transform"]["env"][gpu.BACKEND_ENV] == "CPU"
+
+    def globbed(name: str) -> set[int]:
+        tiles = next(c["pfs"] for c in specs[name]["input"]["join"] if c["pfs"]["name"] == "splitter")
+        pattern = glob_regex(tiles["glob"])
+        return {f for f in range(-20, 1000) for piece in ("0003", "0007_01")
+                if pattern.match(f"/job/tiles/{f:06d}_{piece}.json")}
+
+    on_gpu, on_cpu = globbed(GPU_RENDERER), globbed("renderer")
+    assert not on_gpu & on_cpu and on_gpu | on_cpu == set(range(-20, 1000))
+    assert len([f for f in on_gpu if 0 <= f < 1000]) == 300  # three digits of ten
+    assert all(c["pfs"]["outer_join"] for c in specs["merger"]["input"]["join"])
