@@ -185,3 +185,30 @@ def test_the_mixed_cluster_shares_frames_by_last_digit_without_overlap():
     assert not on_gpu & on_cpu and on_gpu | on_cpu == set(range(-20, 1000))
     assert len([f for f in on_gpu if 0 <= f < 1000]) == 300  # three digits of ten
     assert all(c["pfs"]["outer_join"] for c in specs["merger"]["input"]["join"])
+
+
+def test_the_mixed_cluster_runs_on_the_faithful_farm(tmp_path):
+    """``farm deploy --gpu --gpu-share 0.5``'s four specs, run by a pachd worker's rules: each renderer renders
+    only its frames, the merger joins both, and a job with no frame for the GPU renderer still merges.
+    Both renderers run on this machine's CPUs: what is shown is the sharing and the merge, not a GPU."""
+    specs = {s["pipeline"]["name"]: s for s in deploy_specs("w:1", gpu=True, gpu_share=0.5)}
+    gpu_digits, cpu_digits = gpu.frame_digits(0.5)
+    state = tmp_path / "state"
+    for name, frames in (("shot", [1, 4]), ("cpu-only", [3, 4])):
+        assert [str(f)[-1] in gpu_digits for f in range(frames[0], frames[1] + 1)] == \
+            ([True, True, False, False] if name == "shot" else [False, False])
+        blend = make_scene(tmp_path / f"{name}.blend", size=[32, 16], frames=frames, dither=0.0)
+        backend = LocalFarm(state, workers=2, faithful=True, specs=specs)
+        out = tmp_path / name
+        written = render(blend, JobSettings(tile=TileSize(16, 16)), out, backend=backend, state_dir=state)
+        wanted = list(range(frames[0], frames[1] + 1))
+        assert sorted(int(p.stem) for p in written) == wanted
+        whole = render_whole(blend, tmp_path / f"{name}-whole", wanted)
+        assert all(max_difference(out / f"{f:06d}.png", whole[f]) == 0 for f in wanted)
+        job = next(p.parent.name for p in (state / "repos" / "blends").glob("*/job.json")
+                   if json.loads(p.read_text())["display_name"] == name)
+        for repo, digits in (("renderer", set(cpu_digits)), (GPU_RENDERER, set(gpu_digits))):
+            rendered = {int(p.name) for p in (state / "repos" / repo / job).glob("*")} \
+                if (state / "repos" / repo / job).exists() else set()
+            assert rendered == {f for f in wanted if str(f)[-1] in digits}, (repo, rendered)
+
