@@ -212,3 +212,10 @@ def test_the_mixed_cluster_runs_on_the_faithful_farm(tmp_path):
                 if (state / "repos" / repo / job).exists() else set()
             assert rendered == {f for f in wanted if str(f)[-1] in digits}, (repo, rendered)
 
+
+
+def test_the_gpu_bench_runs_and_says_it_found_no_gpu():
+    done = subprocess.run([sys.executable, "bench/gpu.py", "--size", "64", "--samples", "4", "--tile", "32"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "CUDA    -" in done.stdout and "no GPU found: nothing to compare" in done.stdout
