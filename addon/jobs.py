@@ -70,7 +70,8 @@ class FarmJob:
         if sub.pachyderm is not None:
             backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls)
         render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
-               on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name)
+               on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name,
+               gpu_backend=sub.gpu_backend)
 
 
 def _unexpected(failure: Exception) -> str:

@@ -27,6 +27,15 @@ class FarmPreferences(AddonPreferences):
     local_workers: IntProperty(
         name="Local Workers", default=0, min=0, max=256,
         description="Render processes of the local farm; 0 uses one per CPU core")
+    gpu_backend: EnumProperty(
+        name="GPU Backend", default="BLENDER",
+        description="What the local farm's workers render GPU scenes with (a scene set to CPU stays on the CPU)",
+        items=[("BLENDER", "As in Blender", "The backend chosen in Preferences > System > Cycles Render Devices; "
+                                            "automatic if that is None"),
+               ("AUTO", "Automatic", "The first of OptiX, CUDA, HIP, oneAPI and Metal that has a GPU here"),
+               ("OPTIX", "OptiX", "NVIDIA RTX and GTX 16xx and newer"), ("CUDA", "CUDA", "NVIDIA"),
+               ("HIP", "HIP", "AMD"), ("ONEAPI", "oneAPI", "Intel Arc"), ("METAL", "Metal", "Apple"),
+               ("CPU", "CPU Only", "Never use a GPU")])
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -37,11 +46,26 @@ class FarmPreferences(AddonPreferences):
         pachyderm.prop(self, "use_tls")
         local = layout.column(heading="Local Farm")
         local.prop(self, "local_workers")
+        local.prop(self, "gpu_backend")
         layout.prop(self, "default_tile")
 
 
 def get(context: bpy.types.Context) -> FarmPreferences:
     return context.preferences.addons[__package__].preferences
+
+
+def gpu_backend(context: bpy.types.Context) -> str:
+    """The local farm's backend setting (``farm_pipelines.gpu.parse_backend``) from these preferences.
+
+    "As in Blender" reads the user's own Cycles device type: farm workers start from factory
+    preferences, so without this a user's OptiX choice would not reach them.
+    """
+    chosen = get(context).gpu_backend
+    if chosen != "BLENDER":
+        return chosen.lower() if chosen == "AUTO" else chosen
+    cycles = context.preferences.addons.get("cycles")
+    device_type = getattr(cycles.preferences, "compute_device_type", "NONE") if cycles else "NONE"
+    return "auto" if device_type in ("", "NONE") else device_type
 
 
 def register() -> None:

@@ -34,8 +34,9 @@ TILE_PRESET_ITEMS = [
     ("CPU_16", "CPU 16 px", "16x16 pixel tiles; small tiles balance CPU workers well"),
     ("CPU_32", "CPU 32 px", "32x32 pixel tiles"),
     ("CPU_64", "CPU 64 px", "64x64 pixel tiles"),
-    ("GPU_256", "GPU 256 px", "256x256 pixel tiles; GPUs need large tiles to be busy"),
-    ("GPU_512", "GPU 512 px", "512x512 pixel tiles"),
+    ("GPU_256", "GPU 256 px", "256x256 pixel tiles: GPUs need large tiles to be busy. A scene renders "
+                               "on GPUs when its Render Properties say Device: GPU Compute"),
+    ("GPU_512", "GPU 512 px", "512x512 pixel tiles, for GPU workers"),
     ("WHOLE", "Whole Frame", "One tile per frame; frames are spread over the workers"),
 ]
 SCENE_TILE_ITEMS = [

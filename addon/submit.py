@@ -43,6 +43,7 @@ class Submission:
     host: Host
     workers: int | None
     pachyderm: Pachyderm | None
+    gpu_backend: str = "auto"  # the local farm's, from the preferences (``preferences.gpu_backend``)
 
 
 def from_context(context: bpy.types.Context) -> Submission:
@@ -71,6 +72,7 @@ def from_context(context: bpy.types.Context) -> Submission:
         host=Host(blender=bpy.app.binary_path or None),
         workers=prefs.local_workers or None,
         pachyderm=pachyderm,
+        gpu_backend=preferences.gpu_backend(context),
     )
 
 

@@ -329,8 +329,26 @@ def test_preferences_draw_every_setting(addon: ModuleType) -> None:
 
     type(prefs).draw(Drawn(), bpy.context)
     drawn = {args[1] for name, args, _ in calls if name == "prop"}
-    assert drawn == {"address", "token", "use_tls", "local_workers", "default_tile"}
+    assert drawn == {"address", "token", "use_tls", "local_workers", "gpu_backend", "default_tile"}
     assert prefs.bl_rna.properties["token"].subtype == "PASSWORD"
+
+
+def test_the_local_farm_takes_the_gpu_backend_blender_is_set_to(addon: ModuleType) -> None:
+    """Farm workers start from factory preferences; "As in Blender" hands them the user's Cycles device type."""
+    prefs = addon.preferences.get(bpy.context)
+    cycles = bpy.context.preferences.addons["cycles"].preferences
+    before = (prefs.gpu_backend, cycles.compute_device_type)
+    try:
+        prefs.gpu_backend = "BLENDER"
+        cycles.compute_device_type = "CUDA"
+        assert addon.preferences.gpu_backend(bpy.context) == "CUDA"
+        cycles.compute_device_type = "NONE"
+        assert addon.preferences.gpu_backend(bpy.context) == "auto"
+        for chosen, passed in (("AUTO", "auto"), ("OPTIX", "OPTIX"), ("CPU", "CPU")):
+            prefs.gpu_backend = chosen
+            assert addon.preferences.gpu_backend(bpy.context) == passed
+    finally:
+        prefs.gpu_backend, cycles.compute_device_type = before
 
 
 def test_panel_shows_what_an_artist_needs_and_the_job_gets_the_cli_settings(
