@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--whole-frame", action="store_true", help="one tile per frame")
     r.add_argument("--frames", help="A-B or A (default: the scene's frame range)")
     r.add_argument("--step", type=_positive_int, default=1, help="render every Nth frame")
-    r.add_argument("--workers", type=_positive_int, help="local workers (default: one per core)")
+    r.add_argument("--workers", type=_positive_int,
+                   help="local workers (default: one per GPU Cycles finds, and one per remaining core)")
+    r.add_argument("--gpu-backend", metavar="BACKEND",
+                   help="what the local farm renders GPU scenes with: auto (OptiX, then CUDA, HIP, oneAPI, Metal), "
+                        "one of those, or CPU; default FARM_GPU_BACKEND, else auto. CPU scenes stay on the CPU")
     r.add_argument("--format", choices=sorted(FORMATS), help="output format (default: the scene's)")
     r.add_argument("--overscan", type=int, default=0, help="extra pixels rendered around each tile")
     r.add_argument("--sample-chunks", type=_positive_int, default=1,
@@ -72,7 +76,7 @@ def _render(args: argparse.Namespace) -> int:
     backend = cluster_commands.backend_from_args(args) if args.pachd else None
     bar = _ProgressBar()
     frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
-                    on_event=bar.event, state_dir=args.state_dir)
+                    on_event=bar.event, state_dir=args.state_dir, gpu_backend=args.gpu_backend)
     bar.finish()
     print(f"{len(frames)} frame(s) written to {args.out}")
     return 0

@@ -82,7 +82,7 @@ def choose(setting: str, found: dict[str, list[Device]], pinned: str | None = No
     worker prints as a warning: a GPU scene must never go to the CPU silently.
     """
     if setting == "CPU":
-        return Choice(None, reason=f"{BACKEND_ENV}=CPU")
+        return Choice(None, reason="the GPU backend is set to CPU")
     tried = BACKENDS if setting == "auto" else (setting,)
     for backend in tried:
         devices = [d for d in found.get(backend, []) if pinned is None or d.id == pinned]

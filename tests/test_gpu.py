@@ -128,11 +128,20 @@ def test_a_cpu_scene_stays_on_the_cpu_without_a_warning(tmp_path, state):
 def test_an_unknown_backend_is_bad_input(tmp_path, state):
     blend = make_scene(tmp_path / "cpu.blend", size=[32, 16], frames=[1, 1])
     env = dict(os.environ, FARM_STATE_DIR=str(state), FARM_GPU_BACKEND="vulkan")
-    done = subprocess.run([sys.executable, "-m", "farm_pipelines.cli", "render", str(blend), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "GPU backend 'vulkan' is not one of auto" in done.stderr
+    for flag, named in (([], "FARM_GPU_BACKEND"), (["--gpu-backend", "metal2"], "--gpu-backend")):
+        done = subprocess.run([sys.executable, "-m", "farm_pipelines.cli", "render", str(blend), *flag, "--out",
+                               str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=ROOT)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "is not one of auto, OPTIX, CUDA, HIP, ONEAPI, METAL or CPU" in done.stderr and named in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_backend_cpu_renders_a_gpu_scene_on_the_cpu_without_a_warning(tmp_path, state):
+    blend = make_scene(tmp_path / "gpu.blend", device="GPU", size=[32, 16], frames=[1, 1])
+    done = farm("render", blend, "--whole-frame", "--workers", "1", "--gpu-backend", "cpu", "--out",
+                tmp_path / "out", state=state)
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr and "worker 0: renders on CPU (the GPU backend is set to CPU)" in done.stderr
 
 
 def test_a_gpu_worker_keeps_its_frames_and_names_its_missing_gpu(tmp_path):
