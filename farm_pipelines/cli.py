@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from farm_pipelines import cluster_commands
-from farm_pipelines.backend import Progress
 from farm_pipelines.errors import BadInput, FarmFailure
-from farm_pipelines.events import Caution, Detail, FarmEvent, Info, ProgressUpdate
 from farm_pipelines.job import FORMATS, JobSettings, TileSize, parse_frames, parse_tile
 from farm_pipelines.submission import render
+from farm_pipelines.terminal_progress import TerminalProgress
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,60 +72,12 @@ def settings_from(args: argparse.Namespace) -> JobSettings:
 def _render(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     backend = cluster_commands.backend_from_args(args) if args.pachd else None
-    bar = _ProgressBar()
+    bar = TerminalProgress()
     frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
                     on_event=bar.event, state_dir=args.state_dir, gpu_backend=args.gpu_backend)
     bar.finish()
     print(f"{len(frames)} frame(s) written to {args.out}")
     return 0
-
-
-class _ProgressBar:
-    """One live line on a terminal; a line every few seconds when logging to a file."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self._last = 0.0
-        self._last_stage = ""
-        self._shown = False
-
-    def event(self, event: FarmEvent) -> None:
-        if isinstance(event, Info | Detail):  # a terminal shows how the farm goes about the job too
-            self._print(event.message, newline=True)
-        elif isinstance(event, Caution):
-            self._print(f"warning: {event.message}", newline=True)
-        elif isinstance(event, ProgressUpdate):
-            self._progress(event.progress)
-
-    def _progress(self, p: Progress) -> None:
-        now = time.monotonic()
-        if not self.tty and p.stage == self._last_stage and now - self._last < 5:
-            return
-        self._last, self._last_stage = now, p.stage
-        width = 24
-        filled = int(width * p.fraction)
-        eta = f" ETA {_duration(p.eta_seconds)}" if p.eta_seconds is not None else ""
-        failed = f" ({p.tiles_failed} failed)" if p.tiles_failed else ""
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {p.stage:8} tiles {p.tiles_done}/{p.tiles_total}"
-                f"{failed} frames {p.frames_merged}/{p.frames_total}{eta}")
-        self._print(line, newline=not self.tty)
-
-    def _print(self, text: str, newline: bool) -> None:
-        if self.tty and self._shown and newline:
-            sys.stderr.write("\n")
-        sys.stderr.write(("\r\x1b[K" if self.tty else "") + text + ("\n" if newline else ""))
-        sys.stderr.flush()
-        self._shown = self.tty and not newline
-
-    def finish(self) -> None:
-        if self._shown:
-            sys.stderr.write("\n")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,11 @@ import pytest
 
 from farm_pipelines import events
 from farm_pipelines.backend import Progress
-from farm_pipelines.cli import _ProgressBar
+from farm_pipelines.terminal_progress import TerminalProgress
 
 
 def test_every_kind_prints_as_the_cli_always_printed_it(capsys: pytest.CaptureFixture) -> None:
-    bar = _ProgressBar()
+    bar = TerminalProgress()
     assert not bar.tty, "pytest captures stderr, so this is the log-file form"
     for event in [
         events.Info("tile size auto: 32x32 for 2 frame(s) of 64x48 on 2 worker(s)"),
