@@ -13,12 +13,18 @@ the copy under the pod's ``/tmp``, because Blender needs a seekable file: the us
 container's ``/tmp`` is the ``user-tmp`` emptyDir (``src/server/pps/server/worker_rc.go``,
 ``workerPodSpec``), which lives as long as the pod, across the killed processes. A
 regular file (the local farm, or a spec without ``lazy``) is used where it lies.
+
+A job folder's carried files (``files/<key>/...``, ``farm_pipelines.dependencies``) are
+pipes too; the blend refers to them as ``//files/<key>/...``, so they are fetched into
+``<cache>/files/<key>/`` beside the cached blends. A key names its content, so a folder
+already there is never fetched again, for any job that carries the same files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -32,6 +38,8 @@ CACHE_ENV = "FARM_BLEND_CACHE"
 KEEP = 3
 #: A copy used this recently is never evicted, so a process about to open it keeps it.
 IN_USE_SECONDS = 600
+#: Carried files unused this long are evicted.
+FILES_UNUSED_SECONDS = 24 * 3600
 _CHUNK = 1024 * 1024
 
 
@@ -58,6 +66,7 @@ def local_blend(source: Path, sha256: str | None) -> tuple[Path, str]:
     if not stat.S_ISFIFO(source.stat().st_mode):  # stat does not open the pipe
         return source, sha256 or file_sha256(source)
     folder = cache_dir()
+    fetch_carried_files(source.parent / "files", folder / "files")
     if sha256:
         cached = folder / f"{sha256}.blend"
         if cached.is_file():
@@ -85,6 +94,37 @@ def local_blend(source: Path, sha256: str | None) -> tuple[Path, str]:
     return cached, actual
 
 
+def fetch_carried_files(source: Path, cache: Path) -> None:
+    """Copy each ``source/<key>/`` folder of pipes the cache lacks into ``cache/<key>/`` (listing a
+    folder of pipes opens none of them); mark those already there as in use."""
+    if not source.is_dir():
+        return
+    for group in sorted(source.iterdir()):
+        cached = cache / group.name
+        if cached.is_dir():
+            os.utime(cached)
+            continue
+        cache.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(dir=cache, prefix=".", suffix=".part"))
+        try:
+            for path in sorted(group.rglob("*")):
+                target = temp / path.relative_to(group)
+                if path.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("rb") as pipe, target.open("wb") as out:
+                    while chunk := pipe.read(_CHUNK):
+                        out.write(chunk)
+            os.replace(temp, cached)
+        except OSError as error:
+            shutil.rmtree(temp, ignore_errors=True)
+            if not cached.is_dir():  # another process of this pod fetched it first: fine
+                raise FarmFailure(f"cannot fetch the job's files {group}: {error}") from error
+        shutil.rmtree(temp, ignore_errors=True)
+        print(f"renderer: fetched carried files {group.name} into {cache}", flush=True)
+
+
 def _evict(folder: Path, keep: Path) -> None:
     """Remove all but the ``KEEP`` most recently used copies, and parts a killed process left behind."""
     now = time.time()
@@ -97,8 +137,21 @@ def _evict(folder: Path, keep: Path) -> None:
         if path.suffix == ".part":
             if now - used > IN_USE_SECONDS:
                 path.unlink(missing_ok=True)
+        elif path.name == "files":
+            _evict_files(path, now)
         elif path.suffix == ".blend" and path != keep:
             entries.append((used, path))
     for used, path in sorted(entries, reverse=True)[KEEP:]:
         if now - used > IN_USE_SECONDS:
             path.unlink(missing_ok=True)
+
+
+def _evict_files(folder: Path, now: float) -> None:
+    """Carried files no blend used for a day go; each use marks its folder (``fetch_carried_files``)."""
+    for path in folder.iterdir():
+        try:
+            used = path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if now - used > FILES_UNUSED_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)

@@ -30,6 +30,7 @@ from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
 from farm_pipelines.backend import Progress
+from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
 from farm_pipelines.cluster_specs import SPEC_ANNOTATION
 from farm_pipelines.errors import BadInput, FarmFailure
@@ -48,6 +49,8 @@ UPLOAD_CHUNK = 2 * 1024 * 1024
 #: Bytes per download read and write.
 DOWNLOAD_CHUNK = 1024 * 1024
 INPUT_REPO = "blends"
+#: The files jobs carry, stored once by content; no pipeline reads it.
+FILES_REPO = "blend-files"
 MERGER = "merger"
 BRANCH = "master"
 DEFAULT_PORT = 30650
@@ -254,6 +257,9 @@ class PachydermBackend:
             self._call("create the blends repo", client.create_repo, INPUT_REPO,
                        description="Render jobs: /<job>/scene.blend and /<job>/job.json")
             done.append(f"created repo {INPUT_REPO}")
+        if self._maybe("look up the blend-files repo", client.inspect_repo, FILES_REPO) is None:
+            self._create_files_repo()
+            done.append(f"created repo {FILES_REPO}")
         for spec in specs:
             name = spec["pipeline"]["name"]
             found = self._maybe_list(f"look up pipeline {name}", client.inspect_pipeline, name, details=True)
@@ -300,23 +306,32 @@ class PachydermBackend:
         self.follow(commit_id, job, on_progress, cancel)
 
     def upload(self, job: Job, job_files: Path) -> str:
-        """Put ``scene.blend`` and ``job.json`` under ``/<job>/`` of ``blends`` in one commit; returns its id.
+        """Put the job folder under ``/<job>/`` of ``blends`` in one commit; returns its id.
 
-        Files go in fixed-size chunks; if anything fails the commit is dropped, so pipelines
-        never see half a job.
+        ``scene.blend`` and ``job.json`` are uploaded in fixed-size chunks. The files the job
+        carries (``files/...``) are stored by content in the ``blend-files`` repo (``/<sha256>``),
+        each content uploaded once for every job and version, and copied from there server-side
+        (``copy_file``: pachd v2.7.0 ``driver_file.go``, ``copyFile``, copies the fileset's index
+        entries, which refer to the stored chunks, not the bytes). The job's old ``files/`` go
+        first, so the folder is the new version's tree. If anything fails the commit is dropped,
+        so pipelines never see half a job.
         """
         sources = {name: job_files / name for name in ("scene.blend", "job.json")}
         for path in sources.values():
             if not path.is_file():
                 raise BadInput(f"{path} is missing: the job folder must hold scene.blend and job.json")
+        carried = self.store_files(job_files)
         commit = self._call("start a commit in the blends repo", self._client.start_commit, INPUT_REPO, BRANCH,
                             description=f"render-farm job {job.display_name}")
         try:
             with contextlib.ExitStack() as files:
                 handles = {name: files.enter_context(path.open("rb")) for name, path in sources.items()}
                 with self._client.modify_file_client(commit) as writes:
+                    writes.delete_file(f"/{job.name}/files/")
                     for name, handle in handles.items():
                         writes.put_file_from_fileobj(f"/{job.name}/{name}", _Chunked(handle))
+                    for rel, sha256 in carried.items():
+                        writes.copy_file((FILES_REPO, BRANCH), f"/{sha256}", f"/{job.name}/{rel}")
             self._client.finish_commit(commit)
         except BaseException as error:
             with contextlib.suppress(grpc.RpcError, ConnectionError):
@@ -325,6 +340,31 @@ class PachydermBackend:
                 raise self._explain(error, f"upload job {job.name}") from error
             raise
         return commit.id
+
+    def _create_files_repo(self) -> None:
+        self._call("create the blend-files repo", self._client.create_repo, FILES_REPO,
+                   description="Files render jobs carry, by content: /<sha256>")
+
+    def store_files(self, job_files: Path) -> dict[str, str]:
+        """Upload the carried files ``blend-files`` lacks, in one commit; returns {path in job: sha256}."""
+        carried = {path.relative_to(job_files).as_posix(): file_sha256(path)
+                   for path in sorted((job_files / "files").rglob("*")) if path.is_file()}
+        if not carried:
+            return carried
+        client = self._client
+        if self._maybe("look up the blend-files repo", client.inspect_repo, FILES_REPO) is None:
+            self._create_files_repo()  # a cluster deployed before jobs carried files
+        stored = {info.file.path.strip("/") for info in
+                  self._maybe_list("list the blend-files repo", client.list_file, (FILES_REPO, BRANCH), "/")}
+        new = {sha256: job_files / rel for rel, sha256 in carried.items() if sha256 not in stored}
+        if new:
+            def put() -> None:  # the client sends at the end of its block: the files stay open until then
+                with client.commit(FILES_REPO, BRANCH, description=f"{len(new)} file(s) render jobs carry") \
+                        as commit, contextlib.ExitStack() as handles, client.modify_file_client(commit) as writes:
+                    for sha256, path in sorted(new.items()):
+                        writes.put_file_from_fileobj(f"/{sha256}", _Chunked(handles.enter_context(path.open("rb"))))
+            self._call("upload the job's files to blend-files", put)
+        return carried
 
     def follow(self, commit_id: str, job: Job, on_progress: Callable[[Progress], None],
                cancel: threading.Event) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import tempfile
@@ -19,12 +18,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import liveness
+from farm_pipelines import job_folder, liveness
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
+from farm_pipelines.dependencies import Carried, carry
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.events import Caution, Detail, Done, FarmEvent, FrameDone, Info, ProgressUpdate
+from farm_pipelines.file_store import FileStore
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.job_lock import job_lock
@@ -37,8 +38,12 @@ from farm_pipelines.tiles import Box
 def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backend | None = None,
            workers: int | None = None, host: Host | None = None,
            on_event: Callable[[FarmEvent], None] | None = None, cancel: threading.Event | None = None,
-           display_name: str | None = None, state_dir: Path | None = None) -> list[Path]:
+           display_name: str | None = None, state_dir: Path | None = None,
+           gpu_backend: str | None = None) -> list[Path]:
     """Render ``blend`` on the farm into ``out_dir/<frame:06d>.<ext>``; returns the frame paths.
+
+    ``gpu_backend`` is the local farm's Cycles backend for GPU scenes (``gpu.parse_backend``;
+    default ``FARM_GPU_BACKEND``, else auto); a cluster's is set by ``farm deploy --gpu-backend``.
 
     Raises ``BadInput`` before anything is written if the scene or the settings
     are unusable, and ``FarmFailure`` (after fetching every good frame) if
@@ -51,7 +56,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     out_dir = check_out_dir(Path(out_dir))
     state = Path(state_dir) if state_dir else default_state_dir()
     backend = backend or LocalFarm(state, workers=workers, host=host, log=lambda message: emit(Detail(message)),
-                                   faithful=os.environ.get("FARM_FAITHFUL") == "1")
+                                   faithful=os.environ.get("FARM_FAITHFUL") == "1",
+                                   warn=lambda message: emit(Caution(message)), gpu_backend=gpu_backend)
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
     _check_state_dir(state)
@@ -70,11 +76,10 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         width, height = facts["frame_size"]
         emit(Info(f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
                   f"of {width}x{height} on {worker_count(backend)} worker(s)"))
-    for path in facts["missing"]:
-        emit(Caution(f"missing file: {path} (the farm renders without it)"))
-    for path in facts["unpacked"]:
-        emit(Caution(f"not packed into the job: {path} (this machine reads it in place; "
-                      "a cluster's workers will not have it)"))
+    carried: Carried = facts["carried"]
+    emit(Info(carried.summary()))
+    for missing in carried.missing:
+        emit(Caution(f"missing file: {missing} (the farm renders without it)"))
 
     frames: list[Path] = []
 
@@ -147,30 +152,39 @@ def check_out_dir(out_dir: Path) -> Path:
 
 def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int,
                 costs: Costs | None = None) -> tuple[Job, Path, dict]:
-    """Check the scene and make its self-contained copy; keep the previous copy if nothing changed.
+    """Check the scene and make its self-contained job folder; keep the previous one if nothing changed.
 
     An ``auto`` tile size becomes a concrete one here, from the frame size and count
     prepare reports, the farm's ``workers`` and its per-tile ``costs`` (the local farm's by
     default; a cluster pays more per datum), so job.json always names a size.
-    Returns the job, its folder and prepare's facts.
+    Returns the job, its folder and prepare's facts, with ``carried``: what the folder holds
+    besides scene.blend and what is missing (``--strict`` makes a missing file bad input).
 
-    Packing writes a new .blend each time (Blender's output is not byte-stable), so
-    the copy is kept while the source, its external files and the settings are the
-    same: the farm's datum hashes then stay the same and a rerun only renders what is missing.
+    Blender's output is not byte-stable, so the folder is kept while the source, every file
+    it carries and the settings are the same: the farm's datum hashes then stay the same
+    and a rerun only renders what is missing. Carried files are hard links into
+    ``prepared/.files``, where each content is stored once.
     """
     folder = prepared_root / job.name
-    folder.mkdir(parents=True, exist_ok=True)
+    prepared_root.mkdir(parents=True, exist_ok=True)
+    store = FileStore(prepared_root / ".files")
     with tempfile.TemporaryDirectory(dir=prepared_root, prefix=".staging-") as staging:
-        fresh = Path(staging) / "scene.blend"
-        facts = _run_prepare(blend, fresh, job.settings, host)
+        saved = Path(staging) / "saved" / "scene.blend"
+        saved.parent.mkdir()
+        facts = _run_prepare(blend, saved, job.settings, host)
+        fresh = Path(staging) / "job"
+        carried = carry(saved, fresh, store, facts.pop("users"))
+        if carried.missing and job.settings.strict:
+            raise BadInput(f"{blend}: missing files: {'; '.join(carried.missing)} "
+                           "(drop --strict to render without them)")
         settings = _resolve_tile(job.settings, facts, workers, costs or Costs.from_env())
-        fingerprint = _fingerprint(blend, facts["dependencies"], settings)
+        fingerprint = job_folder.fingerprint(blend, carried, settings)
         job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
         previous = folder / "job.json"
-        if not (previous.exists() and (folder / "scene.blend").exists()
-                and Job.load(previous).source_fingerprint == fingerprint):
-            os.replace(fresh, folder / "scene.blend")
-            write_text(previous, json.dumps(job.to_json(), indent=1, ensure_ascii=False))
+        if not (job_folder.holds(folder, carried) and Job.load(previous).source_fingerprint == fingerprint):
+            write_text(fresh / "job.json", json.dumps(job.to_json(), indent=1, ensure_ascii=False))
+            job_folder.swap_in(fresh, folder)
+    facts["carried"] = carried
     return job, folder, facts
 
 
@@ -202,17 +216,3 @@ def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Ho
 def _last_error(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     return lines[-1][len("error:"):].strip() if lines else ""
-
-
-def _fingerprint(blend: Path, dependencies: list[str], settings: JobSettings) -> str:
-    digest = hashlib.sha256(json.dumps(settings.to_json(), sort_keys=True).encode())
-    for path in [str(blend), *dependencies]:
-        digest.update(path.encode() + b"\0")
-        source = Path(path)
-        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        for file in files:
-            with file.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()
-

@@ -56,6 +56,7 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
         self.dropped: list[str] = []
         self.chunks: dict[str, list[int]] = {}  # path -> sizes of the AddFile messages that wrote it
         self.deletes: list[str] = []
+        self.copies: list[tuple[str, str, str]] = []  # (source repo, source path, destination path)
         self.pipelines: dict[str, pps_pb2.CreatePipelineRequest] = {}
         self.create_requests: list[pps_pb2.CreatePipelineRequest] = []
         self.jobset_script: list[list[pps_pb2.JobInfo]] = []
@@ -124,6 +125,21 @@ class FakePachd(pfs_pb2_grpc.APIServicer, pps_pb2_grpc.APIServicer):
                 self.deletes.append(path)
                 for name in [p for p in files if p == path or p.startswith(path.rstrip("/") + "/")]:
                     del files[name]
+            elif kind == "copy_file":
+                # modifyFile's CopyFile case -> driver_file.go, copyFile: the source commit of any repo (an empty
+                # id is its branch head; inspectCommit), every entry at or under the source path mapped to the
+                # destination (NewIndexFilter / NewIndexMapper), written without append (uw.Copy deletes the
+                # destination first). pachd copies index entries, not bytes; here the dict's bytes are shared.
+                # Stand-in's own: a source commit other than a head or a scripted one reads as the head.
+                copy = message.copy_file
+                source = self._files(copy.src.commit, context)
+                src, dst = copy.src.path.rstrip("/"), copy.dst.rstrip("/")
+                matched = {p: d for p, d in source.items() if p == src or p.startswith(src + "/")}
+                if not matched:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"file {copy.src.path} not found")
+                for path, data in matched.items():
+                    files[dst + path[len(src):]] = data
+                self.copies.append((copy.src.commit.branch.repo.name, copy.src.path, copy.dst))
         return empty_pb2.Empty()
 
     def FinishCommit(self, request, context):  # noqa: N802
@@ -359,7 +375,8 @@ def job_files(tmp_path: Path) -> Path:
 def test_deploy_sends_the_parsed_specs_and_only_changes(pachd):
     farm = backend(pachd)
     specs = deploy_specs("registry.local:5000/farm-worker:1")
-    assert farm.deploy(specs) == ["created repo blends"] + [f"created pipeline {n}" for n in PIPELINES]
+    assert farm.deploy(specs) == ["created repo blends", "created repo blend-files"] + [
+        f"created pipeline {n}" for n in PIPELINES]
     sent = pachd.create_requests
     assert [r.pipeline.name for r in sent] == list(PIPELINES)  # inputs exist before their consumers
     for request, spec in zip(sent, specs, strict=True):
@@ -766,3 +783,49 @@ def test_deploy_command_applies_and_reports_errors_in_one_line(pachd, monkeypatc
     assert farm_command(["jobs", "--pachd", f"grpc://127.0.0.1:{free_port()}"]) == 1  # the farm, not the input
     err = capsys.readouterr().err
     assert err.startswith("farm: failed: cannot reach pachd") and err.count("\n") == 1
+
+
+def _carrying(folder: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pachd, job_files, tmp_path):
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    wood, frames = b"PNG wood " * 50_000, [b"PNG frame %d" % i for i in range(3)]
+    _carrying(job_files, {"files/aa11/wood.png": wood,
+                          **{f"files/bb22/seq_{i + 1:04d}.png": frame for i, frame in enumerate(frames)}})
+    farm.upload(JOB, job_files)
+
+    stored = pachd.files["blend-files"]
+    assert stored == {f"/{hashlib.sha256(d).hexdigest()}": d for d in [wood, *frames]}
+    blends = pachd.files["blends"]
+    assert blends[f"/{JOB.name}/files/aa11/wood.png"] == wood
+    assert [blends[f"/{JOB.name}/files/bb22/seq_{i:04d}.png"] for i in (1, 2, 3)] == frames
+    assert not [path for path in pachd.chunks if path.startswith(f"/{JOB.name}/files/")]  # copied, not sent
+    assert {(repo, dst) for repo, _, dst in pachd.copies} == {
+        ("blend-files", f"/{JOB.name}/{rel}") for rel in
+        ["files/aa11/wood.png", *(f"files/bb22/seq_{i:04d}.png" for i in (1, 2, 3))]}
+
+    # Another job with the same texture, and a new version of this one whose sequence changed.
+    other = Job("shot_2-0a1b2c3d", "shot 2", JobSettings())
+    second = _carrying(tmp_path / "other", {"scene.blend": (job_files / "scene.blend").read_bytes(),
+                                            "job.json": json.dumps(other.to_json()).encode(),
+                                            "files/aa11/wood.png": wood})
+    sent_before = dict(pachd.chunks)
+    farm.upload(other, second)
+    assert pachd.files["blends"][f"/{other.name}/files/aa11/wood.png"] == wood
+    assert {p: c for p, c in pachd.chunks.items() if p.startswith("/") and p not in sent_before
+            and not p.startswith(f"/{other.name}/")} == {}  # nothing new went to blend-files
+    assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"] == ["4 file(s) render jobs carry"]
+
+    for path in (job_files / "files" / "bb22").iterdir():
+        path.unlink()
+    _carrying(job_files, {"files/cc33/seq_0001.png": b"PNG new frame"})
+    farm.upload(JOB, job_files)
+    ours = sorted(p for p in pachd.files["blends"] if p.startswith(f"/{JOB.name}/files/"))
+    assert ours == [f"/{JOB.name}/files/aa11/wood.png", f"/{JOB.name}/files/cc33/seq_0001.png"]
+    assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"][-1] == "1 file(s) render jobs carry"

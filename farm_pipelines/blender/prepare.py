@@ -1,14 +1,15 @@
 """Make a self-contained copy of a scene for the farm, and check it can be rendered.
 
 Run as ``python -m farm_pipelines.blender.prepare SRC DST SETTINGS_JSON RESULT_JSON``:
-the source is opened untrusted, every referenced image, HDR and linked library is
-packed into the copy, and the facts the submitter needs go to RESULT_JSON.
+the source is opened untrusted and checked, and a copy saved at DST, its relative
+paths remapped to DST's folder; the facts the submitter needs go to RESULT_JSON.
+Nothing is packed here: ``farm_pipelines.dependencies`` traces the copy with BAT and
+carries every file it needs into the job folder, each content stored once.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -36,33 +37,18 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":
         raise BadInput(f"{source}: --sample-chunks needs Cycles; scene {scene.name!r} renders with "
                        f"{scene.render.engine}")
-    found, missing = session.external_files()
-    if missing and settings.strict:
-        raise BadInput(f"{source}: missing files: {', '.join(missing)} (drop --strict to render without them)")
-    pack_found_files()
-    unpacked, _ = session.external_files()  # sequences, movies, caches, libraries beside a missing one
+    session.use_forward_slashes()
+    session.absolute_cache_folders()
+    users = session.users_of_files()
     with atomic_path(destination) as tmp:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False)
+        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False, relative_remap=True)
     return {
         "frames": frames,
         "frame_size": list(session.frame_size(scene)),
         "region": session.render_region(scene).as_list(),
-        "missing": missing,
-        "unpacked": unpacked,
-        "dependencies": found,
+        "users": users,
         "saved_with": saved_with,
     }
-
-
-def pack_found_files() -> None:
-    """Pack every external file that exists; missing ones were already reported and stay missing."""
-    for item in [*bpy.data.images, *bpy.data.sounds, *bpy.data.fonts]:
-        path = session.external_path(item)
-        if path and os.path.isfile(path) and getattr(item, "source", "FILE") in ("FILE", "TILED") \
-                and item.library is None:
-            item.pack()
-    if bpy.data.libraries and not any(library.is_missing for library in bpy.data.libraries):
-        bpy.ops.file.pack_libraries()
 
 
 def main() -> None:

@@ -61,36 +61,78 @@ def saved_with_version() -> list[int]:
     return list(bpy.data.version)
 
 
-def external_files() -> tuple[list[str], list[str]]:
-    """``(found, missing)``: absolute paths of found external files, and the scene's own
-    spelling of the missing ones. Packed data is neither: it travels inside the .blend."""
-    found: set[str] = set()
-    missing: set[str] = set()
-    items = [*bpy.data.libraries, *bpy.data.images, *bpy.data.volumes, *bpy.data.sounds, *bpy.data.fonts,
-             *bpy.data.movieclips, *bpy.data.cache_files]
+#: The data-blocks whose ``filepath`` names an external file.
+_FILE_COLLECTIONS = ("libraries", "images", "volumes", "sounds", "fonts", "movieclips", "cache_files")
+
+
+def use_forward_slashes() -> None:
+    """Relative paths saved on Windows spell folders with backslashes; spell them with ``/`` here.
+
+    Only relative paths (``//..\\textures\\wood.png``): those name a file beside the blend on
+    any machine. A Windows absolute path stays as it is and is reported missing elsewhere.
+    """
+    if os.name == "nt":
+        return
+    for collection in _FILE_COLLECTIONS:
+        for item in getattr(bpy.data, collection):
+            path = getattr(item, "filepath", "")
+            if path.startswith("//") and "\\" in path and item.library is None:
+                item.filepath = path.replace("\\", "/")
+                if isinstance(item, bpy.types.Library):
+                    item.reload()
+
+
+def absolute_cache_folders() -> None:
+    """Spell the folders of node bakes and fluid caches absolute before the copy is saved elsewhere.
+
+    Saving with ``relative_remap`` rebases the paths Blender's path walker knows (images, libraries,
+    volumes, cache files); these folders it leaves as they are, so a ``//bake`` would name a folder
+    beside the copy. The trace then carries them into the job folder with relative paths again.
+    """
+    for obj in bpy.data.objects:
+        if obj.library is not None:
+            continue  # read from its library file, which is not moved
+        for modifier in obj.modifiers:
+            if modifier.type == "NODES":
+                modifier.bake_directory = _absolute(modifier.bake_directory)
+                for bake in modifier.bakes:
+                    bake.directory = _absolute(bake.directory)
+            elif modifier.type == "FLUID" and modifier.domain_settings is not None:
+                modifier.domain_settings.cache_directory = _absolute(modifier.domain_settings.cache_directory)
+
+
+def _absolute(path: str) -> str:
+    return bpy.path.abspath(path) if path.startswith("//") else path
+
+
+def users_of_files() -> dict[str, str]:
+    """Each file-using data-block's users, keyed as BAT names blocks (``"IMWood"``):
+    ``image "Wood" of material "Table"``, so that a missing file names what needs it."""
+    items = [item for collection in _FILE_COLLECTIONS for item in getattr(bpy.data, collection)]
+    users = bpy.data.user_map(subset=items)
+    named: dict[str, str] = {}
     for item in items:
-        absolute = external_path(item)
-        if absolute is None:
-            continue
-        exists = not item.is_missing if isinstance(item, bpy.types.Library) else os.path.exists(absolute)
-        if exists:
-            found.add(absolute)
-        else:
-            missing.add(item.filepath)
-    return sorted(found), sorted(missing)
+        own = f'{_kind(item)} "{item.name}"'
+        holders = sorted(f'{_kind(user)} "{user.name}"' for user in users.get(item, ()) if user is not item)
+        named[_block_name(item)] = f"{own} of {', '.join(holders)}" if holders else own
+    for obj in bpy.data.objects:
+        for index, modifier in enumerate(obj.modifiers):
+            key = f"OB{obj.name}.modifiers[{index}]"
+            named[key] = f'modifier "{modifier.name}" of object "{obj.name}"'
+            for bake in range(len(getattr(modifier, "bakes", ()))):
+                named[f"{key}.bakes[{bake}]"] = f'bake {bake} of modifier "{modifier.name}" of object "{obj.name}"'
+    return named
 
 
-def external_path(item: bpy.types.ID) -> str | None:
-    """Where an ID's external file should be, or None if it has none (packed, generated, builtin)."""
-    if getattr(item, "packed_file", None) is not None or getattr(item, "packed_files", None):
-        return None
-    filepath = getattr(item, "filepath", "")
-    if not filepath or filepath == "<builtin>":
-        return None
-    if getattr(item, "source", "FILE") not in ("FILE", "SEQUENCE", "TILED", "MOVIE"):
-        return None
-    # Files saved on Windows spell relative paths with backslashes; Blender accepts both.
-    absolute = os.path.normpath(bpy.path.abspath(filepath.replace("\\", "/"), library=item.library))
-    if "<UDIM>" in absolute or "#" in os.path.basename(absolute):
-        return os.path.dirname(absolute)
-    return absolute
+_CODES = {"Library": "LI", "Image": "IM", "Volume": "VO", "Sound": "SO", "VectorFont": "VF",
+          "MovieClip": "MC", "CacheFile": "CF"}
+
+
+def _block_name(item: bpy.types.ID) -> str:
+    return _CODES.get(type(item).__name__, "ID") + item.name
+
+
+def _kind(item: bpy.types.ID) -> str:
+    kind = getattr(item, "id_type", type(item).__name__).lower().replace("_", " ")
+    return {"nodetree": "node group", "cachefile": "cache file", "movieclip": "movie clip",
+            "vectorfont": "font", "font": "font"}.get(kind, kind)

@@ -1,0 +1,62 @@
+"""Files a job carries, kept once by content: ``<root>/<sha256>``, hard-linked into each job folder.
+
+The same texture in two jobs, or in two versions of one job, is one file on disk:
+a job folder holds hard links to the store's copy (a plain copy where the file
+system has no hard links). The store copies a source file in once, to a temporary
+name then renamed, so a user who edits the texture in place later never changes a
+job already prepared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from farm_pipelines.blend_cache import file_sha256
+
+
+class FileStore:
+    """A content-addressed folder of the files jobs carry."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._hashes: dict[tuple[str, int, int, int], str] = {}
+
+    def sha256(self, path: Path) -> str:
+        """The file's SHA-256, remembered while its inode, size and mtime stay the same."""
+        stat = os.stat(path)
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = file_sha256(path)
+        return self._hashes[key]
+
+    def has(self, sha256: str) -> bool:
+        return (self.root / sha256).is_file()
+
+    def put(self, source: Path, sha256: str | None = None) -> tuple[str, bool]:
+        """Keep ``source`` in the store; returns (its sha256, whether the store lacked it)."""
+        sha256 = sha256 or self.sha256(source)
+        if self.has(sha256):
+            return sha256, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".part")
+        os.close(handle)
+        try:
+            shutil.copyfile(source, temp)
+            os.chmod(temp, 0o444)  # a job's links share this inode: nobody writes through them
+            os.replace(temp, self.root / sha256)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return sha256, True
+
+    def link(self, sha256: str, destination: Path) -> None:
+        """Make ``destination`` the stored file: a hard link, or a copy where links are refused."""
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        source = self.root / sha256
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copyfile(source, destination)
