@@ -24,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blender_asset_tracer import blendfile, pack
+from blender_asset_tracer import blendfile, bpathlib, pack
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import file_sequence, result
 
@@ -141,6 +141,27 @@ class _JobPacker(pack.Packer):
     def _assets_used_by(self, blend: Path) -> set[Path]:
         return {asset for asset in self._new_location_paths for usage in self._actions[asset].usages
                 if Path(usage.block.bfile.filepath).absolute() == blend}
+
+    def _apply_rewrites_to_blendfile(self, bfile: blendfile.BlendFile, action: pack.AssetAction) -> None:
+        """BAT's rewrite, except for paths held by a ``char *`` (a node bake's folder): BAT 1.23 writes those
+        over the pointer itself, which Blender then cannot follow, so here the string it points to is rewritten.
+        ``prepare`` leaves room for the new, shorter path (``session.absolute_cache_folders``)."""
+        pointed = [u for u in action.rewrites if u.path_full_field is not None and u.path_full_field.name.is_pointer]
+        kept = action.rewrites
+        action.rewrites = [u for u in kept if all(u is not p for p in pointed)]
+        try:
+            super()._apply_rewrites_to_blendfile(bfile, action)
+        finally:
+            action.rewrites = kept
+        for usage in pointed:
+            relative = bytes(bpathlib.BlendPath.mkrelative(self._actions[usage.abspath].new_path, action.new_path))
+            block = bfile.dereference_pointer(usage.block.addr_old)
+            text = bfile.dereference_pointer(block.get(usage.path_full_field.name.name_only))
+            if len(relative) + 1 > text.size:
+                raise RuntimeError(f"no room for {relative!r} in {usage.block_name!r}")
+            bfile.mark_modified()
+            bfile.fileobj.seek(text.file_offset)
+            bfile.fileobj.write(relative.ljust(text.size, b"\0"))
 
     def _write_info_file(self) -> None:
         """No ``pack-info.txt``: the job folder's readers are the farm's pipelines."""

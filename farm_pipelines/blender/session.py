@@ -102,7 +102,11 @@ def absolute_cache_folders() -> None:
 
 
 def _absolute(path: str) -> str:
-    return bpy.path.abspath(path) if path.startswith("//") else path
+    """The absolute folder, with room to spare: the job folder's ``//files/<key>/<name>`` is written
+    over this string in place (``dependencies``), so it must be at least that long."""
+    if not path:
+        return path
+    return bpy.path.abspath(path).rstrip("/") + "/" * 32
 
 
 def users_of_files() -> dict[str, str]:

@@ -1,0 +1,298 @@
+"""Scenes whose look depends on files beside them: ``python tests/dependency_scenes.py KIND HOME``.
+
+Writes ``HOME/scene.blend`` and the files it uses, all made here with Blender:
+
+* ``textures``: an image sequence as an animated texture (frame N shows image N, each
+  image another colour), a movie written by Blender's own FFMPEG output, and a UDIM set;
+* ``caches``: an OpenVDB volume (a mesh-to-volume bake's .vdb, loaded as a Volume), an
+  Alembic cache exported from Blender and imported back, and a simulation-nodes bake;
+* ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``).
+
+Every object shows its file's content in emission, against a grey world, on frames 1-3
+(32x24 px), so a missing or wrong file changes pixels a test can see.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import bpy
+
+FRAMES = (1, 3)
+SEQUENCE_COLOURS = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+MOVIE_COLOURS = [(1, 1, 0), (0, 1, 1), (1, 0, 1)]
+UDIM_COLOURS = {1001: (1, 0.5, 0), 1002: (0, 0.5, 1)}
+
+
+def base_scene() -> bpy.types.Scene:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.save_version = 0  # no scene.blend1 beside the scene
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = 2
+    scene.cycles.use_denoising = False
+    scene.cycles.seed = 3
+    scene.cycles.max_bounces = 0  # emission only: nothing to gain from light paths, and volumes stay quick
+    scene.cycles.volume_biased = True  # Blender 5.0's unbiased volumes took 7 s a frame here, this 0.1 s
+    scene.render.resolution_x, scene.render.resolution_y = 32, 24
+    scene.render.image_settings.file_format = "PNG"
+    scene.frame_start, scene.frame_end = FRAMES
+    bpy.ops.object.camera_add(location=(0, 0, 10))
+    camera = bpy.context.object
+    camera.data.type = "ORTHO"
+    camera.data.ortho_scale = 8
+    scene.camera = camera
+    world = bpy.data.worlds.new("World")
+    world.color = (0.3, 0.3, 0.3)
+    scene.world = world
+    return scene
+
+
+def emission(name: str, image: bpy.types.Image | None = None) -> tuple[bpy.types.Material, bpy.types.Node | None]:
+    material = bpy.data.materials.new(name)
+    if material.node_tree is None:
+        material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    shader = nodes.new("ShaderNodeEmission")
+    out = nodes.new("ShaderNodeOutputMaterial")
+    links.new(shader.outputs[0], out.inputs["Surface"])
+    texture = None
+    if image is not None:
+        texture = nodes.new("ShaderNodeTexImage")
+        texture.image = image
+        texture.interpolation = "Closest"
+        links.new(texture.outputs["Color"], shader.inputs["Color"])
+    return material, texture
+
+
+def plane(name: str, x: float, material: bpy.types.Material, u_span: float = 1.0) -> bpy.types.Object:
+    bpy.ops.mesh.primitive_plane_add(size=2.2, location=(x, 0, 0))
+    obj = bpy.context.object
+    obj.name = name
+    for loop in obj.data.uv_layers.active.data:
+        loop.uv[0] *= u_span
+    obj.data.materials.append(material)
+    return obj
+
+
+def solid_png(path: Path, colour: tuple[float, float, float], name: str = "tmp") -> None:
+    image = bpy.data.images.new(name, 4, 4)
+    image.pixels = [*colour, 1.0] * 16
+    image.filepath_raw = str(path)
+    image.file_format = "PNG"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save()
+    bpy.data.images.remove(image)
+
+
+def animate_image(texture: bpy.types.Node, frames: int) -> None:
+    user = texture.image_user
+    user.frame_duration = frames
+    user.frame_start = FRAMES[0]
+    user.frame_offset = 0
+    user.use_auto_refresh = True
+
+
+def write_movie(path: Path) -> None:
+    """Three frames of solid colour through Blender's FFMPEG output (FFV1 in Matroska: lossless)."""
+    scene = bpy.data.scenes.new("Movie")
+    scene.render.resolution_x = scene.render.resolution_y = 16
+    scene.frame_start, scene.frame_end = 1, len(MOVIE_COLOURS)
+    if hasattr(scene.render.image_settings, "media_type"):  # Blender 5.0 lists video formats apart
+        scene.render.image_settings.media_type = "VIDEO"
+    scene.render.image_settings.file_format = "FFMPEG"
+    scene.render.ffmpeg.format = "MKV"
+    scene.render.ffmpeg.codec = "FFV1"
+    scene.render.use_sequencer = True
+    strips = scene.sequence_editor_create().strips
+    for index, colour in enumerate(MOVIE_COLOURS):
+        strip = strips.new_effect(f"c{index}", "COLOR", channel=1, frame_start=index + 1, length=1)
+        strip.color = colour
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scene.render.filepath = str(path)
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render(animation=True, scene=scene.name)
+    bpy.data.scenes.remove(scene)
+    written = next(path.parent.glob(path.name + "*"))
+    if written != path:
+        written.rename(path)
+
+
+def textures(home: Path) -> None:
+    base_scene()
+    for index, colour in enumerate(SEQUENCE_COLOURS):
+        solid_png(home / "sequence" / f"flip_{index + 1:04d}.png", colour)
+    sequence = bpy.data.images.load(str(home / "sequence" / "flip_0001.png"))
+    sequence.name = "Flip"
+    sequence.source = "SEQUENCE"
+    material, texture = emission("Flipbook", sequence)
+    animate_image(texture, len(SEQUENCE_COLOURS))
+    plane("Sequence", -2.6, material)
+
+    write_movie(home / "movie" / "colours.mkv")
+    movie = bpy.data.images.load(str(home / "movie" / "colours.mkv"))
+    movie.name = "Colours"
+    material, texture = emission("Screen", movie)
+    animate_image(texture, len(MOVIE_COLOURS))
+    plane("Movie", 0, material)
+
+    tiles = bpy.data.images.new("Tiles", 4, 4, tiled=True)
+    tiles.tiles.new(1002)
+    for number, colour in UDIM_COLOURS.items():
+        solid_png(home / "udim" / f"tiles.{number}.png", colour)
+    tiles.source = "TILED"
+    tiles.filepath = str(home / "udim" / "tiles.<UDIM>.png")
+    tiles.reload()
+    material, _ = emission("Tiled", tiles)
+    plane("Udim", 2.6, material, u_span=2.0)
+
+
+def foreign_paths(home: Path) -> None:
+    """Paths as a friend's Windows machine saved them: a relative one with backslashes, whose file is
+    here, and a drive-letter one, whose file is not."""
+    base_scene()
+    solid_png(home / "tex" / "wood.png", (0.8, 0.5, 0.2))
+    wood = bpy.data.images.load(str(home / "tex" / "wood.png"))
+    wood.name = "Wood"
+    material, _ = emission("Table", wood)
+    plane("Table", -1.5, material)
+    far = bpy.data.images.new("Far", 4, 4)
+    far.source = "FILE"
+    material, _ = emission("Chair", far)
+    plane("Chair", 1.5, material)
+
+
+def _windows_spelling() -> None:
+    bpy.data.images["Wood"].filepath = "//tex\\wood.png"
+    bpy.data.images["Far"].filepath = "C:\\Users\\friend\\far.png"
+
+
+def caches(home: Path) -> None:
+    scene = base_scene()
+    bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"))  # bakes and exports need a saved file
+
+    # An OpenVDB file from Blender's own mesh-to-volume, baked; then used as a Volume data-block.
+    helper = _geometry_nodes_object("VolumeHelper", (0, 0, 0), "GeometryNodeMeshToVolume")
+    helper.modifiers[-1].node_group.nodes["Mesh to Volume"].inputs["Voxel Amount"].default_value = 12
+    _bake(helper, "//volume_bake")
+    vdb = next((home / "volume_bake").rglob("*.vdb"))
+    (home / "volumes").mkdir()
+    shutil.copy(vdb, home / "volumes" / "cube.vdb")
+    bpy.data.objects.remove(helper)
+    shutil.rmtree(home / "volume_bake")
+    volume = bpy.data.volumes.new("Cloud")
+    volume.filepath = str(home / "volumes" / "cube.vdb")
+    cloud = bpy.data.objects.new("Cloud", volume)
+    cloud.location = (-2.6, 0, 0)
+    scene.collection.objects.link(cloud)
+    fog = bpy.data.materials.new("Fog")
+    if fog.node_tree is None:
+        fog.use_nodes = True
+    fog.node_tree.nodes.clear()
+    fog_shader = fog.node_tree.nodes.new("ShaderNodeVolumePrincipled")  # reads the grid named "density"
+    fog_shader.inputs["Density"].default_value = 4.0
+    fog_shader.inputs["Emission Color"].default_value = (1, 0.2, 0.2, 1)
+    fog_shader.inputs["Emission Strength"].default_value = 3.0
+    fog_out = fog.node_tree.nodes.new("ShaderNodeOutputMaterial")
+    fog.node_tree.links.new(fog_shader.outputs[0], fog_out.inputs["Volume"])
+    volume.materials.append(fog)
+
+    # An Alembic cache: a cube sliding along y, exported, removed, and imported back.
+    bpy.ops.mesh.primitive_cube_add(size=1, location=(0, -2, 0))
+    slider = bpy.context.object
+    slider.keyframe_insert("location", frame=FRAMES[0])
+    slider.location.y = 2
+    slider.keyframe_insert("location", frame=FRAMES[1])
+    bpy.ops.object.select_all(action="DESELECT")
+    slider.select_set(True)
+    (home / "alembic").mkdir()
+    bpy.ops.wm.alembic_export(filepath=str(home / "alembic" / "slider.abc"), start=FRAMES[0], end=FRAMES[1],
+                              selected=True)
+    bpy.data.objects.remove(slider)
+    bpy.ops.wm.alembic_import(filepath=str(home / "alembic" / "slider.abc"))
+    material, _ = emission("Green")
+    material.node_tree.nodes["Emission"].inputs["Color"].default_value = (0.1, 1, 0.1, 1)
+    for obj in bpy.context.selected_objects:
+        if obj.type == "MESH":
+            obj.data.materials.append(material)
+
+    # A simulation-nodes bake: each frame the geometry moves 1.2 up the image.
+    bpy.ops.mesh.primitive_cube_add(size=1, location=(2.6, -2, 0))
+    sim = bpy.context.object
+    _simulation(sim)
+    material, _ = emission("Blue")
+    material.node_tree.nodes["Emission"].inputs["Color"].default_value = (0.2, 0.3, 1, 1)
+    sim.data.materials.append(material)
+    _bake(sim, "//sim_bake", mode="ANIMATION")
+    # Live, the simulation would now move the other way: only the bake shows it rising.
+    sim.modifiers[-1].node_group.nodes["Set Position"].inputs["Offset"].default_value = (0, -1.2, 0)
+
+
+def _geometry_nodes_object(name: str, location: tuple, node_type: str) -> bpy.types.Object:
+    bpy.ops.mesh.primitive_cube_add(size=1.5, location=location)
+    obj = bpy.context.object
+    obj.name = name
+    tree = _tree(name)
+    group_in, group_out = tree.nodes.new("NodeGroupInput"), tree.nodes.new("NodeGroupOutput")
+    convert, bake = tree.nodes.new(node_type), tree.nodes.new("GeometryNodeBake")
+    bake.bake_items.new("GEOMETRY", "Geometry")
+    tree.links.new(group_in.outputs[0], convert.inputs[0])
+    tree.links.new(convert.outputs[0], bake.inputs[0])
+    tree.links.new(bake.outputs[0], group_out.inputs[0])
+    obj.modifiers.new("Nodes", "NODES").node_group = tree
+    return obj
+
+
+def _simulation(obj: bpy.types.Object) -> None:
+    tree = _tree("Rise")
+    nodes, links = tree.nodes, tree.links
+    group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    start, end = nodes.new("GeometryNodeSimulationInput"), nodes.new("GeometryNodeSimulationOutput")
+    start.pair_with_output(end)
+    if not len(end.state_items):  # made from Python, the zone has no state yet
+        end.state_items.new("GEOMETRY", "Geometry")
+    move = nodes.new("GeometryNodeSetPosition")
+    move.inputs["Offset"].default_value = (0, 1.2, 0)
+    links.new(group_in.outputs[0], start.inputs[0])
+    links.new(start.outputs[1], move.inputs["Geometry"])
+    links.new(move.outputs[0], end.inputs["Geometry"])
+    links.new(end.outputs["Geometry"], group_out.inputs[0])
+    obj.modifiers.new("Simulation", "NODES").node_group = tree
+
+
+def _tree(name: str) -> bpy.types.NodeTree:
+    tree = bpy.data.node_groups.new(name, "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    return tree
+
+
+def _bake(obj: bpy.types.Object, directory: str, mode: str = "STILL") -> None:
+    modifier = obj.modifiers[-1]
+    modifier.bake_directory = directory
+    modifier.bake_target = "DISK"
+    bpy.context.view_layer.update()
+    for bake in modifier.bakes:
+        bake.bake_mode = mode
+        with bpy.context.temp_override(object=obj, active_object=obj, selected_objects=[obj]):
+            bpy.ops.object.geometry_node_bake_single(session_uid=obj.session_uid, modifier_name=modifier.name,
+                                                     bake_id=bake.bake_id)
+
+
+def main() -> None:
+    kind, home = sys.argv[-2], Path(sys.argv[-1])
+    home.mkdir(parents=True, exist_ok=True)
+    {"textures": textures, "caches": caches, "foreign_paths": foreign_paths}[kind](home)
+    bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"), relative_remap=True)
+    bpy.ops.file.make_paths_relative()
+    if kind == "foreign_paths":
+        _windows_spelling()
+    bpy.ops.wm.save_mainfile()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Everything a scene needs travels with its job (BAT): real scenes, their files made by Blender.
+
+Each scene is rendered at home, then its job folder is prepared as ``farm render`` prepares
+it, moved away, and the scene's own files are deleted. The farm renders the moved folder
+(the CLI, on the local farm) and every frame must match the home render; frames differ
+from each other, so a frame that used another frame's image or cache would fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from blender_asset_tracer import blendfile, trace
+from conftest import ROOT, SHARED_SCENES, farm, max_difference, render_whole
+from test_shared_scenes import small_copy
+
+from farm_pipelines.host import Host
+from farm_pipelines.job import Job, JobSettings, job_name_for
+from farm_pipelines.submission import prepare_job
+
+FRAMES = [1, 2, 3]
+
+
+def build(kind: str, home: Path) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "tests" / "dependency_scenes.py"), kind, str(home)], check=True,
+                   capture_output=True)
+    return home / "scene.blend"
+
+
+def prepare(blend: Path, state: Path, settings: JobSettings | None = None) -> tuple[Path, dict]:
+    job = Job(job_name_for(blend.stem, str(blend)), blend.stem, settings or JobSettings())
+    _, folder, facts = prepare_job(blend, job, state / "prepared", Host(), workers=2)
+    return folder, facts
+
+
+def moved_job(blend: Path, tmp_path: Path) -> Path:
+    """The job folder of ``blend``, prepared, then moved to a place of its own: ``<tmp>/moved/scene.blend``."""
+    folder, facts = prepare(blend, tmp_path / "prepare-state")
+    assert not facts["carried"].missing, facts["carried"].missing
+    moved = tmp_path / "moved"
+    shutil.move(folder, moved)
+    return moved / "scene.blend"
+
+
+def outside(blend: Path) -> list[str]:
+    """Every file ``blend`` (and any library it links) refers to outside its own folder, as BAT traces them."""
+    root = blend.parent.resolve()
+    try:
+        return sorted({str(usage.abspath) for usage in trace.deps(blend)
+                       if not Path(os.path.normpath(usage.abspath)).is_relative_to(root)})
+    finally:
+        blendfile.close_all_cached()
+
+
+def render_on_farm(blend: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    done = farm("render", blend, "--tile", "16x24", "--out", tmp_path / "farm", *args, state=tmp_path / "state")
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def assert_same_frames(tmp_path: Path, home: dict[int, Path]) -> None:
+    for frame, path in home.items():
+        assert max_difference(tmp_path / "farm" / f"{frame:06d}.png", path) <= 1, f"frame {frame}"
+    assert min(max_difference(home[a], home[b]) for a, b in [(1, 2), (2, 3), (1, 3)]) > 100
+
+
+@pytest.mark.parametrize("kind, carried, faithful", [
+    ("textures", 6, False),  # 3 sequence images, a movie, 2 UDIM tiles
+    ("caches", 8, False),  # a .vdb, an .abc, and a bake of 3 frames (meta + blob each)
+    # By a Pachyderm worker's rules: every file of the lazy blends input a named pipe, the blend and
+    # its files fetched into the worker's cache (blend_cache), relative paths resolved there.
+    ("textures", 6, True),
+])
+def test_built_scene_renders_from_its_moved_job_folder_as_at_home(tmp_path, monkeypatch, kind, carried, faithful):
+    if faithful:
+        monkeypatch.setenv("FARM_FAITHFUL", "1")
+        monkeypatch.setenv("FARM_BLEND_CACHE", str(tmp_path / "worker-cache"))
+    blend = build(kind, tmp_path / "home")
+    home = render_whole(blend, tmp_path / "whole", FRAMES)
+    job = moved_job(blend, tmp_path)
+    shutil.rmtree(tmp_path / "home")
+    assert outside(job) == []
+
+    done = render_on_farm(job, tmp_path)
+
+    assert f"the job carries {carried} file(s)" in done.stderr
+    assert "missing" not in done.stderr
+    assert_same_frames(tmp_path, home)
+    if faithful:  # the renderers read the pipes into their cache, beside the cached blend
+        assert len([p for p in (tmp_path / "worker-cache" / "files").rglob("*") if p.is_file()]) == carried
+
+
+def test_suzanne_with_its_linked_library_and_hdr_renders_from_its_moved_job_folder(tmp_path):
+    blend = small_copy(SHARED_SCENES / "gltf" / "02_suzanne.blend", tmp_path / "home" / "suzanne.blend")
+    home = render_whole(blend, tmp_path / "whole", [1])
+    job = moved_job(blend, tmp_path)
+    carried = sorted(p.name for p in (job.parent / "files").rglob("*") if p.is_file())
+    assert {"glTF2.blend", "field.hdr"} <= set(carried) and len(carried) >= 5, carried
+    assert outside(job) == []  # the library's own paths were rewritten too
+
+    render_on_farm(job, tmp_path)
+
+    assert max_difference(tmp_path / "farm" / "000001.png", home[1]) <= 1
+
+
+def test_missing_file_is_named_with_its_data_block_and_strict_refuses(tmp_path):
+    blend = build("textures", tmp_path / "home")
+    (tmp_path / "home" / "movie" / "colours.mkv").unlink()
+
+    _, facts = prepare(blend, tmp_path / "state")
+    [missing] = facts["carried"].missing
+    assert missing.endswith('colours.mkv (image "Colours" of material "Screen")'), missing
+    assert len(facts["carried"].files) == 5
+
+    strict = farm("render", blend, "--whole-frame", "--strict", "--out", tmp_path / "out", state=tmp_path / "state")
+    assert strict.returncode == 2, strict.stderr
+    assert 'colours.mkv (image "Colours" of material "Screen")' in strict.stderr
+    assert "Traceback" not in strict.stderr and not (tmp_path / "out").exists()
+
+
+def test_windows_paths_relative_ones_travel_drive_letters_are_named(tmp_path):
+    blend = build("foreign_paths", tmp_path / "home")
+
+    folder, facts = prepare(blend, tmp_path / "state")
+
+    carried = facts["carried"]
+    assert [Path(f.path).name for f in carried.files] == ["wood.png"]  # //tex\wood.png, found here
+    [missing] = carried.missing  # Blender's save spells C:\Users\friend\far.png with forward slashes
+    assert missing == 'C:/Users/friend/far.png (a Windows path) (image "Far" of material "Chair")', missing
+    strict = farm("render", blend, "--whole-frame", "--strict", "--out", tmp_path / "out", state=tmp_path / "state")
+    assert strict.returncode == 2 and "C:/Users/friend/far.png (a Windows path)" in strict.stderr
+
+
+def test_each_content_is_stored_once_and_the_fingerprint_follows_every_file(tmp_path):
+    blend = build("textures", tmp_path / "home")
+    state = tmp_path / "state"
+    first, facts = prepare(blend, state)
+    fingerprint = json.loads((first / "job.json").read_text())["source_fingerprint"]
+    assert all(f.new for f in facts["carried"].files)
+
+    again, facts = prepare(blend, state)  # nothing changed: the same folder, nothing new
+    assert json.loads((again / "job.json").read_text())["source_fingerprint"] == fingerprint
+    assert not any(f.new for f in facts["carried"].files)
+
+    other = shutil.copy(blend, tmp_path / "home" / "other.blend")  # another job with the same files
+    other_folder, facts = prepare(Path(other), state)
+    assert not any(f.new for f in facts["carried"].files)
+    for file in facts["carried"].files:
+        assert os.path.samefile(first / file.path, other_folder / file.path)  # one inode for both jobs
+
+    frame = tmp_path / "home" / "sequence" / "flip_0002.png"
+    cv2.imwrite(str(frame), np.full((4, 4, 3), 255, np.uint8))  # a changed image, same name
+    changed, facts = prepare(blend, state)
+    assert json.loads((changed / "job.json").read_text())["source_fingerprint"] != fingerprint
+    assert [f.path.rsplit("/", 1)[1] for f in facts["carried"].files if f.new] == ["flip_0002.png"]
