@@ -228,3 +228,22 @@ def test_the_gpu_bench_runs_and_says_it_found_no_gpu():
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "CUDA    -" in done.stdout and "no GPU found: nothing to compare" in done.stdout
+
+
+def test_cycles_enumeration_in_a_real_blender_binary(tmp_path):
+    """The worker's device listing in Debian's Blender 5.2 LTS (Python 3.14), started as the local farm starts
+    workers in the add-on (``Host(blender=...)``): its Cycles has CUDA and HIP but no OptiX, and finds no GPU."""
+    import debian_root
+
+    from farm_pipelines.host import Host
+
+    root = debian_root.ensure("sid")
+    result = tmp_path / "devices.json"
+    argv, extra = Host(blender="blender").module_argv("farm_pipelines.blender.devices", str(result))
+    done = debian_root.run(root, argv, binds=(ROOT, tmp_path), env={**extra, "FARM_SYS_PATH": str(ROOT)},
+                           capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(result.read_text())
+    assert set(found) == {"CUDA", "HIP"} and all(devices == [] for devices in found.values()), found
+    assert gpu.choose("auto", {b: [gpu.Device.from_json(d) for d in ds] for b, ds in found.items()}).reason == \
+        "Cycles found no OPTIX or CUDA or HIP or ONEAPI or METAL device here"
