@@ -394,7 +394,7 @@ class PachydermBackend:
         """Fail in one line if a pipeline whose job is unfinished cannot run: pachd's
         ``ppsMaster.pollPipelinePods`` (v2.7.0 ``src/server/pps/server/poller.go``) then sets it
         CRASHING with the pod's message as ``reason``, and its jobs wait without end."""
-        for name in PIPELINES:
+        for name in _job_set_pipelines(infos):
             if name in infos and infos[name].state in _TERMINAL:
                 continue
             for info in self._maybe_list(f"check pipeline {name}", self._client.inspect_pipeline, name):
@@ -419,7 +419,7 @@ class PachydermBackend:
 
     def _raise_failures(self, infos: dict[str, pps_pb2.JobInfo], job_name: str) -> None:
         failures: list[FailedDatum] = []
-        for name in PIPELINES:
+        for name in _job_set_pipelines(infos):
             info = infos.get(name)
             if info is not None and (info.data_failed or info.data_recovered):
                 failures += self._failed_datums(info)
@@ -431,7 +431,7 @@ class PachydermBackend:
             hint = (f"; datums of other job(s) {', '.join(others)} fail too: `farm clean JOB` removes them"
                     if others else "; `pachctl logs --job PIPELINE@ID` has the full logs")
             raise DatumsFailed(f"{len(failures)} datum(s) failed after retries: {shown}{more}{hint}", failures)
-        for name in PIPELINES:
+        for name in _job_set_pipelines(infos):
             info = infos.get(name)
             if info is not None and info.state != pps_pb2.JOB_SUCCESS:
                 state = pps_pb2.JobState.Name(info.state).removeprefix("JOB_").lower()
@@ -618,23 +618,31 @@ def _is_datums_line(message: pps_pb2.LogMessage, datum_id: str, paths: list[str]
     return any(_TILE_PATH.match(p) and f"tile {p.strip('/')} " in message.message for p in paths)
 
 
+def _job_set_pipelines(infos: dict[str, pps_pb2.JobInfo]) -> list[str]:
+    """The farm's pipelines in DAG order, plus any other the job set holds (a mixed cluster's ``renderer-gpu``)."""
+    return [*PIPELINES, *sorted(set(infos) - set(PIPELINES))]
+
+
 def _progress(infos: dict[str, pps_pb2.JobInfo], counts: dict[str, int], done: bool) -> Progress:
     """A ``Progress`` for this job out of the job set's counters, which also count other jobs' (skipped) datums."""
     stage = next((name for name in PIPELINES if name not in infos or infos[name].state not in _TERMINAL),
                  "done" if done else "merger")
-    renderer = infos.get("renderer")
+    # A mixed cluster's GPU renderer (``renderer-gpu``) takes a share of the frames: count both.
+    renderers = [info for name, info in infos.items() if name.startswith("renderer")]
     ours = counts.get("tiles", 0)
     frames_total = counts.get("frames", 0)
-    if renderer is None:
+    if not renderers:
         return Progress(stage, tiles_total=ours, frames_total=frames_total)
-    finished = renderer.data_processed + renderer.data_skipped
-    failed = renderer.data_failed + renderer.data_recovered
-    others = max(0, renderer.data_total - ours) if ours else 0
-    total = ours or renderer.data_total
+    finished = sum(r.data_processed + r.data_skipped for r in renderers)
+    failed = sum(r.data_failed + r.data_recovered for r in renderers)
+    data_total = sum(r.data_total for r in renderers)
+    others = max(0, data_total - ours) if ours else 0
+    total = ours or data_total
     tiles_done = min(total, max(0, finished - others))
     eta = None
-    if renderer.HasField("started") and renderer.state not in _TERMINAL and 0 < tiles_done < total:
-        elapsed = max(0.0, time.time() - renderer.started.ToSeconds())
+    running = [r for r in renderers if r.HasField("started") and r.state not in _TERMINAL]
+    if running and 0 < tiles_done < total:
+        elapsed = max(0.0, time.time() - min(r.started.ToSeconds() for r in running))
         eta = elapsed / tiles_done * (total - tiles_done)
     return Progress(stage, tiles_done=tiles_done, tiles_total=total, tiles_failed=min(total, failed),
                     frames_merged=frames_total if done else 0, frames_total=frames_total, eta_seconds=eta)

@@ -247,3 +247,22 @@ def test_cycles_enumeration_in_a_real_blender_binary(tmp_path):
     assert set(found) == {"CUDA", "HIP"} and all(devices == [] for devices in found.values()), found
     assert gpu.choose("auto", {b: [gpu.Device.from_json(d) for d in ds] for b, ds in found.items()}).reason == \
         "Cycles found no OPTIX or CUDA or HIP or ONEAPI or METAL device here"
+
+
+def test_a_mixed_clusters_progress_counts_both_renderers():
+    """``farm render --pachd`` follows a job set holding ``renderer`` and ``renderer-gpu`` jobs: tiles of both count."""
+    from python_pachyderm.proto.v2.pps import pps_pb2
+
+    from farm_pipelines.pachyderm import _progress
+
+    def job(name: str, total: int, processed: int, skipped: int = 0, failed: int = 0) -> pps_pb2.JobInfo:
+        return pps_pb2.JobInfo(job=pps_pb2.Job(pipeline=pps_pb2.Pipeline(name=name), id="a" * 32),
+                               state=pps_pb2.JOB_RUNNING, data_total=total, data_processed=processed,
+                               data_skipped=skipped, data_failed=failed)
+
+    infos = {"splitter": job("splitter", 1, 1), "renderer": job("renderer", 30, 10, failed=1),
+             GPU_RENDERER: job(GPU_RENDERER, 70, 50)}
+    infos["splitter"].state = pps_pb2.JOB_SUCCESS
+    progress = _progress(infos, {"tiles": 100, "frames": 10}, done=False)
+    assert (progress.stage, progress.tiles_done, progress.tiles_total, progress.tiles_failed) == \
+        ("renderer", 60, 100, 1)
