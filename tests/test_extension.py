@@ -29,7 +29,7 @@ PLATFORMS = ["linux-x64", "macos-arm64", "macos-x64", "windows-x64"]
 #: where distributions build Blender with it.
 PYTHONS = {platform: {(3, 11), (3, 13)} for platform in PLATFORMS} | {"linux-x64": {(3, 11), (3, 13), (3, 14)}}
 #: Packages with compiled code built per Python (OpenCV's wheel uses the stable ABI and serves every Python).
-PER_PYTHON = ("grpcio", "openexr")
+PER_PYTHON = ("grpcio", "openexr", "zstandard")
 
 
 def _load(name: str, path: Path):
@@ -142,7 +142,8 @@ def test_every_claimed_python_gets_exactly_one_wheel_of_every_package(archives: 
     wheels = manifest_of(archives[platform])["wheels"]
     assert blender_ext().python_versions_from_wheels(wheels) == PYTHONS[platform]
     packages = {Path(wheel).name.split("-")[0].lower() for wheel in wheels}
-    assert set(PER_PYTHON) | {"python_pachyderm", "protobuf", "opencv_python_headless"} <= packages
+    assert set(PER_PYTHON) | {"python_pachyderm", "protobuf", "opencv_python_headless",
+                              "blender_asset_tracer"} <= packages
     assert not packages & {"numpy", "bpy", "requests"}, "Blender bundles these"
     for python in sorted(PYTHONS[platform]):
         for package in sorted(packages):
@@ -177,4 +178,5 @@ def test_shipped_wheels_are_the_tested_versions_and_all_they_need() -> None:
         for requirement in map(Requirement, importlib.metadata.requires(name) or []):
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 needed = re.sub(r"[-_.]+", "-", requirement.name).lower()
-                assert needed in shipped or needed == "numpy", f"{name} needs {needed}, which no zip ships"
+                assert needed in shipped or needed in ("numpy", "requests"), \
+                    f"{name} needs {needed}, which no zip ships and Blender does not bundle"
