@@ -25,6 +25,11 @@ DEVICE_ENV = "FARM_GPU_DEVICE"
 REPORT_ENV = "FARM_DEVICE_REPORT"
 #: CPUs a GPU worker keeps to feed its GPU (scene sync, BVH build, the tile's file).
 FEED_CPUS = 2
+#: What ``--tile auto`` assumes a GPU worker renders in the time a one-CPU worker renders one tile.
+#: An assumption, not a measurement (no GPU here; ``bench/gpu.py`` prints the real ratio): a desktop
+#: GPU commonly renders Cycles several times faster than a whole multi-core CPU, so 8 single-core
+#: workers' worth is conservative, and errs toward smaller tiles.
+GPU_SPEED = 8.0
 
 
 @dataclass(frozen=True)

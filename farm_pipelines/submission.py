@@ -71,11 +71,14 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
             emit: Callable[[FarmEvent], None], cancel: threading.Event) -> list[Path]:
     asked = job.settings.tile
     costs = Costs.from_env(cluster=not isinstance(backend, LocalFarm))
-    job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend), costs)
+    job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend), costs,
+                                        speeds=lambda gpu_scene: worker_speeds(backend, gpu_scene))
     if asked.auto:
         width, height = facts["frame_size"]
+        fast = sum(speed > 1 for speed in worker_speeds(backend, facts["gpu"]))
         emit(Info(f"tile size auto: {job.settings.tile} for {len(facts['frames'])} frame(s) "
-                  f"of {width}x{height} on {worker_count(backend)} worker(s)"))
+                  f"of {width}x{height} on {worker_count(backend)} worker(s)"
+                  + (f", {fast} of them GPU" if fast else "")))
     carried: Carried = facts["carried"]
     emit(Info(carried.summary()))
     for missing in carried.missing:
@@ -112,6 +115,14 @@ def _disk_full_is_failure(doing: str) -> Iterator[None]:
             raise
         raise FarmFailure(f"disk full while {doing}; free some space and run the same command again "
                           "to resume") from None
+
+
+def worker_speeds(backend: Backend, gpu_scene: bool) -> list[float]:
+    """Each renderer worker's speed for ``--tile auto``, 1 being a CPU worker (``tile_size``'s model):
+    the local farm's GPU workers count as ``gpu.GPU_SPEED`` for a scene that asks for a GPU."""
+    if isinstance(backend, LocalFarm):
+        return backend.speeds(gpu_scene)
+    return [1.0] * worker_count(backend)
 
 
 def worker_count(backend: Backend) -> int:
@@ -151,7 +162,8 @@ def check_out_dir(out_dir: Path) -> Path:
 
 
 def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int,
-                costs: Costs | None = None) -> tuple[Job, Path, dict]:
+                costs: Costs | None = None,
+                speeds: Callable[[bool], list[float]] | None = None) -> tuple[Job, Path, dict]:
     """Check the scene and make its self-contained job folder; keep the previous one if nothing changed.
 
     An ``auto`` tile size becomes a concrete one here, from the frame size and count
@@ -177,7 +189,8 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
         if carried.missing and job.settings.strict:
             raise BadInput(f"{blend}: missing files: {'; '.join(carried.missing)} "
                            "(drop --strict to render without them)")
-        settings = _resolve_tile(job.settings, facts, workers, costs or Costs.from_env())
+        speeds_here = speeds(facts["gpu"]) if speeds else [1.0] * workers
+        settings = _resolve_tile(job.settings, facts, speeds_here, costs or Costs.from_env())
         fingerprint = job_folder.fingerprint(blend, carried, settings)
         job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
         previous = folder / "job.json"
@@ -188,12 +201,12 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
     return job, folder, facts
 
 
-def _resolve_tile(settings: JobSettings, facts: dict, workers: int, costs: Costs) -> JobSettings:
+def _resolve_tile(settings: JobSettings, facts: dict, speeds: list[float], costs: Costs) -> JobSettings:
     if not settings.tile.auto:
         return settings
     shot = Shot(tuple(facts["frame_size"]), Box.from_list(facts["region"]), len(facts["frames"]), settings.overscan,
                 settings.sample_chunks)
-    return dataclasses.replace(settings, tile=choose(shot, [1.0] * workers, costs))
+    return dataclasses.replace(settings, tile=choose(shot, speeds, costs))
 
 
 def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Host) -> dict:

@@ -266,3 +266,21 @@ def test_a_mixed_clusters_progress_counts_both_renderers():
     progress = _progress(infos, {"tiles": 100, "frames": 10}, done=False)
     assert (progress.stage, progress.tiles_done, progress.tiles_total, progress.tiles_failed) == \
         ("renderer", 60, 100, 1)
+
+
+def test_tile_auto_counts_a_gpu_worker_as_a_fast_one_for_a_gpu_scene(tmp_path):
+    from farm_pipelines.events import Info
+    from farm_pipelines.tile_size import Costs, Shot, choose
+    from farm_pipelines.tiles import Box
+
+    given = gpu.Device("CUDA", "NVIDIA GeForce RTX 4070", "CUDA_NVIDIA GeForce RTX 4070_0000:01:00")
+    backend = LocalFarm(tmp_path / "state", workers=2, gpus=[given], warn=lambda message: None)
+    assert backend.speeds(True) == [gpu.GPU_SPEED, 1.0] and backend.speeds(False) == [1.0, 1.0]
+    blend = make_scene(tmp_path / "gpu.blend", device="GPU", size=[160, 96], frames=[1, 1])
+    said: list[str] = []
+    render(blend, JobSettings(tile=TileSize(auto=True)),
+           tmp_path / "out", backend=backend,
+           on_event=lambda event: said.append(event.message) if isinstance(event, Info) else None)
+    expected = choose(Shot((160, 96), Box(0, 0, 160, 96), 1, 0, 1), [gpu.GPU_SPEED, 1.0], Costs.from_env())
+    assert f"tile size auto: {expected} for 1 frame(s) of 160x96 on 2 worker(s), 1 of them GPU" in said, said
+    assert expected != choose(Shot((160, 96), Box(0, 0, 160, 96), 1, 0, 1), [1.0, 1.0], Costs.from_env())

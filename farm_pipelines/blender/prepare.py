@@ -17,7 +17,7 @@ import bpy
 
 from farm_pipelines import blender_versions
 from farm_pipelines.atomic_files import atomic_path, write_text
-from farm_pipelines.blender import entry, session
+from farm_pipelines.blender import devices, entry, session
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import JobSettings
 
@@ -48,6 +48,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "region": session.render_region(scene).as_list(),
         "users": users,
         "saved_with": saved_with,
+        "gpu": devices.asks_for_gpu(scene),  # --tile auto then counts GPU workers as fast ones
     }
 
 

@@ -84,6 +84,11 @@ class LocalFarm:
     def workers(self) -> int:
         return len(self.plans)
 
+    def speeds(self, gpu_scene: bool) -> list[float]:
+        """Each renderer worker's speed in ``tile_size``'s model: a GPU worker is ``gpu.GPU_SPEED`` CPU
+        workers for a scene that asks for a GPU, and one CPU worker otherwise (it renders on its CPUs)."""
+        return [gpu.GPU_SPEED if plan.gpu and gpu_scene else 1.0 for plan in self.plans]
+
     def probe_gpus(self) -> list[gpu.Device]:
         """The GPUs of the backend ``gpu_backend`` picks, as a Blender process of this host lists them.
 
