@@ -72,7 +72,7 @@ def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str]
         packer.execute()
         for target, source in packer.sends.items():
             relative = target.relative_to(job_folder).as_posix()
-            if relative == "scene.blend":
+            if target == Path(packer.output_path):  # the blend itself, whatever the copy was called
                 job_folder.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, job_folder / "scene.blend")
                 continue

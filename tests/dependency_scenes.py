@@ -6,7 +6,8 @@ Writes ``HOME/scene.blend`` and the files it uses, all made here with Blender:
   image another colour), a movie written by Blender's own FFMPEG output, and a UDIM set;
 * ``caches``: an OpenVDB volume (a mesh-to-volume bake's .vdb, loaded as a Volume), an
   Alembic cache exported from Blender and imported back, and a simulation-nodes bake;
-* ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``).
+* ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``), and an
+  absolute one whose file is here.
 
 Every object shows its file's content in emission, against a grey world, on frames 1-3
 (32x24 px), so a missing or wrong file changes pixels a test can see.
@@ -164,11 +165,17 @@ def foreign_paths(home: Path) -> None:
     far.source = "FILE"
     material, _ = emission("Chair", far)
     plane("Chair", 1.5, material)
+    solid_png(home / "absolute" / "brick.png", (0.6, 0.1, 0.1))
+    brick = bpy.data.images.load(str(home / "absolute" / "brick.png"))
+    brick.name = "Brick"
+    material, _ = emission("Wall", brick)
+    plane("Wall", 0, material)
 
 
-def _windows_spelling() -> None:
+def _windows_spelling(home: Path) -> None:
     bpy.data.images["Wood"].filepath = "//tex\\wood.png"
     bpy.data.images["Far"].filepath = "C:\\Users\\friend\\far.png"
+    bpy.data.images["Brick"].filepath = str(home / "absolute" / "brick.png")  # as /Users/... is on a Mac
 
 
 def caches(home: Path) -> None:
@@ -290,7 +297,7 @@ def main() -> None:
     bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"), relative_remap=True)
     bpy.ops.file.make_paths_relative()
     if kind == "foreign_paths":
-        _windows_spelling()
+        _windows_spelling(home)
     bpy.ops.wm.save_mainfile()
 
 

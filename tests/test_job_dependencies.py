@@ -22,6 +22,8 @@ from blender_asset_tracer import blendfile, trace
 from conftest import ROOT, SHARED_SCENES, farm, max_difference, render_whole
 from test_shared_scenes import small_copy
 
+from farm_pipelines.dependencies import carry
+from farm_pipelines.file_store import FileStore
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.submission import prepare_job
@@ -94,6 +96,10 @@ def test_built_scene_renders_from_its_moved_job_folder_as_at_home(tmp_path, monk
     assert f"the job carries {carried} file(s)" in done.stderr
     assert "missing" not in done.stderr
     assert_same_frames(tmp_path, home)
+    blends = tmp_path / "state" / "repos" / "blends"
+    published = [p for p in blends.rglob("*") if p.is_file() and p.relative_to(blends).parts[1] == "files"]
+    assert len(published) == carried
+    assert all(p.stat().st_nlink == 3 for p in published)  # the store, the job folder, the blends repo
     if faithful:  # the renderers read the pipes into their cache, beside the cached blend
         assert len([p for p in (tmp_path / "worker-cache" / "files").rglob("*") if p.is_file()]) == carried
 
@@ -126,13 +132,14 @@ def test_missing_file_is_named_with_its_data_block_and_strict_refuses(tmp_path):
     assert "Traceback" not in strict.stderr and not (tmp_path / "out").exists()
 
 
-def test_windows_paths_relative_ones_travel_drive_letters_are_named(tmp_path):
+def test_foreign_paths_relative_and_absolute_ones_travel_drive_letters_are_named(tmp_path):
     blend = build("foreign_paths", tmp_path / "home")
 
     folder, facts = prepare(blend, tmp_path / "state")
 
     carried = facts["carried"]
-    assert [Path(f.path).name for f in carried.files] == ["wood.png"]  # //tex\wood.png, found here
+    # //tex\wood.png and /.../absolute/brick.png are found here, and travel
+    assert sorted(Path(f.path).name for f in carried.files) == ["brick.png", "wood.png"]
     [missing] = carried.missing  # Blender's save spells C:\Users\friend\far.png with forward slashes
     assert missing == 'C:/Users/friend/far.png (a Windows path) (image "Far" of material "Chair")', missing
     strict = farm("render", blend, "--whole-frame", "--strict", "--out", tmp_path / "out", state=tmp_path / "state")
@@ -161,3 +168,18 @@ def test_each_content_is_stored_once_and_the_fingerprint_follows_every_file(tmp_
     changed, facts = prepare(blend, state)
     assert json.loads((changed / "job.json").read_text())["source_fingerprint"] != fingerprint
     assert [f.path.rsplit("/", 1)[1] for f in facts["carried"].files if f.new] == ["flip_0002.png"]
+
+
+def test_a_zstd_compressed_blend_is_traced_and_rewritten(tmp_path):
+    """Blender 5 compresses with Zstandard; BAT reads and rewrites such files (a linked library may be one)."""
+    blend = build("textures", tmp_path / "home")
+    compressed = tmp_path / "home" / "compressed.blend"
+    save = "import bpy, sys\nbpy.ops.wm.open_mainfile(filepath=sys.argv[-2])\n" \
+           "bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1], compress=True, copy=True)\n"
+    subprocess.run([sys.executable, "-c", save, str(blend), str(compressed)], check=True, capture_output=True)
+    assert compressed.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a Zstandard frame
+
+    carried = carry(compressed, tmp_path / "job", FileStore(tmp_path / "store"), {})
+
+    assert len(carried.files) == 6 and not carried.missing
+    assert outside(tmp_path / "job" / "scene.blend") == []
