@@ -68,7 +68,9 @@ class FarmJob:
         sub = self.submission
         backend = None
         if sub.pachyderm is not None:
-            backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls)
+            backend = PachydermBackend(sub.pachyderm.address, sub.pachyderm.token, sub.pachyderm.tls,
+                                       log=lambda message: self.events.put(Detail(message)),
+                                       warn=lambda message: self.events.put(Caution(message)))
         render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
                on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name,
                gpu_backend=sub.gpu_backend)

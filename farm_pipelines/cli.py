@@ -12,6 +12,7 @@ from pathlib import Path
 
 from farm_pipelines import cluster_commands
 from farm_pipelines.errors import BadInput, FarmFailure
+from farm_pipelines.events import Caution, Detail
 from farm_pipelines.job import FORMATS, JobSettings, TileSize, parse_frames, parse_tile
 from farm_pipelines.submission import render
 from farm_pipelines.terminal_progress import TerminalProgress
@@ -71,8 +72,10 @@ def settings_from(args: argparse.Namespace) -> JobSettings:
 
 def _render(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    backend = cluster_commands.backend_from_args(args) if args.pachd else None
     bar = TerminalProgress()
+    backend = cluster_commands.backend_from_args(
+        args, log=lambda message: bar.event(Detail(message)),
+        warn=lambda message: bar.event(Caution(message))) if args.pachd else None
     frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
                     on_event=bar.event, state_dir=args.state_dir, gpu_backend=args.gpu_backend)
     bar.finish()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 
 from farm_pipelines.cluster_specs import deploy_specs, parse_toleration
 from farm_pipelines.errors import BadInput
@@ -66,9 +67,11 @@ def _add_pachd(parser: argparse.ArgumentParser) -> None:
                         help="pachd address (default: the pachctl config); token from FARM_PACHD_TOKEN")
 
 
-def backend_from_args(args: argparse.Namespace) -> PachydermBackend:
-    """The backend for ``--pachd`` and ``FARM_PACHD_TOKEN``; shared with ``farm render --pachd``."""
-    return PachydermBackend(args.pachd, token=os.environ.get("FARM_PACHD_TOKEN") or None)
+def backend_from_args(args: argparse.Namespace, log: Callable[[str], None] | None = None,
+                      warn: Callable[[str], None] | None = None) -> PachydermBackend:
+    """The backend for ``--pachd`` and ``FARM_PACHD_TOKEN``; shared with ``farm render --pachd``,
+    which passes ``log`` and ``warn`` for what the workers say of their devices."""
+    return PachydermBackend(args.pachd, token=os.environ.get("FARM_PACHD_TOKEN") or None, log=log, warn=warn)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

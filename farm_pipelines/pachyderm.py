@@ -167,7 +167,11 @@ class PachydermBackend:
     """
 
     def __init__(self, address: str | None = None, token: str | None = None, tls: bool | None = None, *,
-                 http_url: str | None = None, poll_seconds: float = 2.0, crash_seconds: float | None = None) -> None:
+                 http_url: str | None = None, poll_seconds: float = 2.0, crash_seconds: float | None = None,
+                 log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
+        """``log`` and ``warn`` receive what the workers said of their devices, as the local farm's do."""
+        self.log = log or (lambda message: None)
+        self.warn = warn or (lambda message: None)
         self._token = token or None
         self._http_url = (http_url or os.environ.get("FARM_PACHD_HTTP") or "").rstrip("/") or None
         self._poll = poll_seconds
@@ -388,7 +392,37 @@ class PachydermBackend:
                 break
             self._check_pipelines(infos, watch)
             cancel.wait(self._poll)
+        if counts.get("gpu"):
+            self._report_devices(infos)
         self._raise_failures(infos, job.name)
+
+    def _report_devices(self, infos: dict[str, pps_pb2.JobInfo]) -> None:
+        """For a scene that asks for a GPU: what each renderer pod rendered on, from the job's logs.
+
+        The renderer prints ``renderer: device: ...`` when it loads a scene, and a warning when
+        a GPU scene falls back to the CPU (``render_tile.TileRenderer``); pachd tags each line with
+        its worker pod (``LogMessage.worker_id``).
+        """
+        for name in _job_set_pipelines(infos):
+            info = infos.get(name)
+            if info is None or not name.startswith("renderer"):
+                continue
+            lines = self._maybe_list(f"read the logs of the {name} job {info.job.id[:12]}",
+                                     self._client.get_job_logs, name, info.job.id)
+            said: dict[str, tuple[str, str]] = {}
+            for line in lines:
+                text = _one_line(line.message)
+                device, warning = said.get(line.worker_id, ("", ""))
+                if text.startswith("renderer: device: ") and not device:
+                    device = text.removeprefix("renderer: device: ")
+                elif text.startswith("warning: the scene asks for GPU rendering") and not warning:
+                    warning = text.removeprefix("warning: ")
+                said[line.worker_id] = (device, warning)
+            for worker, (device, warning) in sorted(said.items()):
+                if warning:
+                    self.warn(f"{name} worker {worker}: {warning}")
+                elif device:
+                    self.log(f"{name} worker {worker}: renders on {device}")
 
     def _check_pipelines(self, infos: dict[str, pps_pb2.JobInfo], watch: CrashWatch) -> None:
         """Fail in one line if a pipeline whose job is unfinished cannot run: pachd's
@@ -407,8 +441,11 @@ class PachydermBackend:
         """How many tiles and frames the splitter planned for this job (other jobs share the repos)."""
         commit = pach_pfs.Commit(repo="splitter", id=commit_id)
         glob = self._client.glob_file
+        facts = self._maybe("read the job's scene facts", self._read, "read the job's scene facts", commit,
+                            f"/{job_name}/scene.json")
         return {"tiles": len(self._maybe_list("count the job's tiles", glob, commit, f"/{job_name}/tiles/*")),
-                "frames": len(self._maybe_list("count the job's frames", glob, commit, f"/{job_name}/frames/*"))}
+                "frames": len(self._maybe_list("count the job's frames", glob, commit, f"/{job_name}/frames/*")),
+                "gpu": int(bool(facts and json.loads(facts).get("gpu")))}
 
     def _stop(self, commit_id: str) -> None:
         for info in self._list("look up the job to cancel", self._client.inspect_job, commit_id):

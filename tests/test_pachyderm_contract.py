@@ -593,13 +593,14 @@ def test_fetch_frames_downloads_resumes_a_partial_file_and_returns_errors(pachd,
     out.mkdir()
     (out / f".000001.exr.{digest}.part").write_bytes(first[:1000])  # left by an interrupted fetch
     got = []
+    before = len(pachd.get_file_requests)  # the run read the splitter's scene.json
     errors = farm.fetch_frames(JOB, out, lambda frame, path: got.append((frame, path.name)))
     assert got == [(1, "000001.exr"), (2, "000002.exr")]
     assert {p.name for p in out.iterdir()} == {"000001.exr", "000002.exr"}
     for path, data in frames.items():
         assert (out / Path(path).name).read_bytes() == data
     assert errors == ["frame 3: tile 1 missing"]
-    offsets = [(repo, commit, offset) for repo, commit, offset in pachd.get_file_requests]
+    offsets = [(repo, commit, offset) for repo, commit, offset in pachd.get_file_requests[before:]]
     assert offsets[0] == ("merger", commit_id, 1000)  # resumed, from the job's own commit
     assert {commit for _, commit, _ in offsets} == {commit_id}
 
@@ -650,7 +651,7 @@ def test_fetch_frames_reads_the_jobs_own_commit_not_the_branch_head(pachd, job_f
     farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
     for path, data in frames.items():
         assert (tmp_path / Path(path).name).read_bytes() == data
-    assert {commit for _, commit, _ in pachd.get_file_requests} == {ours}
+    assert {commit for repo, commit, _ in pachd.get_file_requests if repo == "merger"} == {ours}
 
 
 def test_fetch_frames_needs_the_jobs_run(pachd, tmp_path):
@@ -666,7 +667,7 @@ def test_fetch_frames_resumes_after_a_broken_stream(pachd, job_files, tmp_path):
     pachd.break_get_file_after = 200_000
     farm.fetch_frames(JOB, tmp_path, lambda frame, path: None)
     assert (tmp_path / "000001.exr").read_bytes() == frames[f"/{JOB.name}/000001.exr"]
-    assert [offset for _, _, offset in pachd.get_file_requests[:2]] == [0, 200_000]
+    assert [offset for repo, _, offset in pachd.get_file_requests if repo == "merger"][:2] == [0, 200_000]
 
 
 def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, job_files, tmp_path):
@@ -829,3 +830,44 @@ def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pac
     ours = sorted(p for p in pachd.files["blends"] if p.startswith(f"/{JOB.name}/files/"))
     assert ours == [f"/{JOB.name}/files/aa11/wood.png", f"/{JOB.name}/files/cc33/seq_0001.png"]
     assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"][-1] == "1 file(s) render jobs carry"
+
+
+def test_a_gpu_scene_reports_each_renderer_pods_device_from_its_logs(pachd, job_files):
+    """The splitter's ``scene.json`` says the scene asks for a GPU; then the run reads the renderer job's logs
+    and says what each pod rendered on, warning of one that fell back to its CPU (lines as ``render_tile`` prints
+    them; pachd tags each with its pod, ``LogMessage.worker_id``). A CPU scene costs no log read."""
+    notes: list[tuple[str, str]] = []
+    farm = PachydermBackend(pachd.address, token=TOKEN, poll_seconds=0.01,
+                            log=lambda m: notes.append(("log", m)), warn=lambda m: notes.append(("warn", m)))
+    farm.deploy(deploy_specs("farm-worker:1", gpu=True))
+    seed_splitter(pachd, JOB.name, frames=1, tiles_per_frame=2)
+    ok = pps_pb2.JOB_SUCCESS
+    done = [job_info("splitter", ok), job_info("renderer", ok, data_total=2, data_processed=2),
+            job_info("merger", ok, data_total=1, data_processed=1)]
+    pachd.jobset_script = [done]
+    farm.run(JOB, job_files, lambda progress: None, threading.Event())
+    assert notes == [] and pachd.logs_requests == []  # no scene.json: not a GPU scene
+
+    pachd.files["splitter"][f"/{JOB.name}/scene.json"] = b'{"gpu": true}'
+    pachd.jobset_script = [done]
+
+    def script_logs(*_):  # the job id is only known once the upload commit exists
+        job_id = pachd.commits[-1][1]
+        pachd.logs[:] = [
+            pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True, worker_id="renderer-v1-abcde",
+                               message="renderer: device: OPTIX NVIDIA GeForce RTX 4070\n"),
+            pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True, worker_id="renderer-v1-fghij",
+                               message="renderer: device: CPU (Cycles found no OPTIX or CUDA or HIP or ONEAPI or METAL "
+                                       "device here)\n"),
+            pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True, worker_id="renderer-v1-fghij",
+                               message="warning: the scene asks for GPU rendering, but Cycles found no OPTIX or "
+                                       "CUDA or HIP or ONEAPI or METAL device here: rendering on the CPU\n"),
+            pps_pb2.LogMessage(pipeline_name="renderer", job_id=job_id, user=True, worker_id="renderer-v1-abcde",
+                               message="renderer: shot-1 frame 1 piece 0000 done\n"),
+        ]
+
+    farm.run(JOB, job_files, script_logs, threading.Event())
+    assert notes == [
+        ("log", "renderer worker renderer-v1-abcde: renders on OPTIX NVIDIA GeForce RTX 4070"),
+        ("warn", "renderer worker renderer-v1-fghij: the scene asks for GPU rendering, but Cycles found no OPTIX "
+                 "or CUDA or HIP or ONEAPI or METAL device here: rendering on the CPU")]
