@@ -30,6 +30,34 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a folder")
+    return Path(text)
+
+
+#: Options whose value may start with ``-`` (a negative frame range such as ``-3--1``).
+_NEGATIVE_VALUES = ("--frames",)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--frames -3--1`` as ``--frames=-3--1``: argparse takes a value starting with ``-`` for an option."""
+    joined: list[str] = []
+    values = iter(argv)
+    for arg in values:
+        if arg in _NEGATIVE_VALUES:
+            value = next(values, None)
+            if value is not None and value.startswith("-") and value[1:2].isdigit():
+                joined.append(f"{arg}={value}")
+                continue
+            joined.append(arg)
+            if value is not None:
+                joined.append(value)
+            continue
+        joined.append(arg)
+    return joined
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="farm", description="Render Blender scenes as tiles on a farm.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -52,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-chunks", type=_positive_int, default=1,
                    help="split each frame's samples over K workers (Cycles; adaptive sampling is turned off)")
     r.add_argument("--strict", action="store_true", help="fail if the scene refers to missing files")
-    r.add_argument("--out", type=Path, required=True, help="folder for the frames")
+    r.add_argument("--out", type=_folder, required=True, help="folder for the frames")
     r.add_argument("--pachd", help="render on Pachyderm at grpc://HOST:PORT instead of this machine "
                                    "(token from FARM_PACHD_TOKEN)")
-    r.add_argument("--state-dir", type=Path, help="local farm state (default: FARM_STATE_DIR or ~/.cache)")
+    r.add_argument("--state-dir", type=_folder, help="local farm state (default: FARM_STATE_DIR or ~/.cache)")
     r.set_defaults(func=_render)
     cluster_commands.add_commands(commands)
     return parser
@@ -85,7 +113,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
         return args.func(args)
     except BadInput as error:
         print(f"farm: error: {error}", file=sys.stderr)

@@ -24,6 +24,14 @@ class TileSize:
     height: int | None = None
     auto: bool = False
 
+    def __post_init__(self) -> None:
+        sizes = (self.width, self.height)
+        if sizes == (None, None):
+            return
+        if self.auto or not all(_whole(v) and v > 0 for v in sizes):
+            raise BadInput(f"tile size {self.width}x{self.height} must be two whole numbers above 0 "
+                           "(or none, for whole frames or auto)")
+
     @property
     def whole_frame(self) -> bool:
         return self.width is None and not self.auto
@@ -40,6 +48,16 @@ class FrameRange:
     end: int | None = None
     step: int = 1
 
+    def __post_init__(self) -> None:
+        if not (_whole(self.step) and self.step >= 1):
+            raise BadInput(f"frame step {self.step} must be a whole number, 1 or more")
+        for frame in (self.start, self.end):
+            if frame is not None and not (_whole(frame) and -MAX_FRAME <= frame <= MAX_FRAME):
+                raise BadInput(f"frame {frame} is not a frame Blender can render (whole numbers from "
+                               f"{-MAX_FRAME} to {MAX_FRAME})")
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise BadInput(f"frame range {self.start}-{self.end} is empty: the end comes before the start")
+
     def frames(self, scene_start: int, scene_end: int) -> list[int]:
         start = scene_start if self.start is None else self.start
         end = scene_end if self.end is None else self.end
@@ -54,6 +72,18 @@ class JobSettings:
     overscan: int = 0
     strict: bool = False
     sample_chunks: int = 1  # each frame's samples are split over this many workers
+
+    def __post_init__(self) -> None:
+        """The checks the CLI makes, for every caller: the add-on and scripts use this API directly."""
+        if not isinstance(self.tile, TileSize) or not isinstance(self.frames, FrameRange):
+            raise BadInput("job settings need a TileSize and a FrameRange")
+        if self.file_format is not None and self.file_format not in FORMATS.values():
+            raise BadInput(f"output format {self.file_format!r} is not one the farm writes: use "
+                           f"{' or '.join(FORMATS.values())}, or none for the scene's own")
+        if not (_whole(self.overscan) and self.overscan >= 0):
+            raise BadInput(f"overscan {self.overscan} must be a whole number of pixels, 0 or more")
+        if not (_whole(self.sample_chunks) and self.sample_chunks >= 1):
+            raise BadInput(f"sample chunks {self.sample_chunks} must be a whole number, 1 or more")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,6 +134,14 @@ class Job:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
+#: Blender's last frame (``MAXFRAME`` in DNA_scene_types.h); the first is its negative.
+MAX_FRAME = 1048574
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -151,6 +189,4 @@ def parse_frames(text: str | None, step: int = 1) -> FrameRange:
         raise BadInput(f"frame range {text!r} is not understood: use --frames 1-24 or --frames 7")
     start = int(match.group(1))
     end = int(match.group(2)) if match.group(2) is not None else start
-    if end < start:
-        raise BadInput(f"frame range {text!r} is empty: the end comes before the start")
     return FrameRange(start, end, step)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from conftest import SHARED_SCENES, farm, make_scene
+
+from farm_pipelines.errors import BadInput
+from farm_pipelines.job import FrameRange, JobSettings, TileSize
+from farm_pipelines.local.farm import LocalFarm
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +54,16 @@ def _bad_inputs(tmp: Path, good: Path) -> dict[str, tuple[list, str]]:
         "zero workers": ([good, "--workers", "0", "--out", out], "above 0"),
         "sample chunks without cycles": ([SHARED_SCENES / "gltf" / "04_lights.blend", "--sample-chunks", "2",
                                           "--out", out], "needs Cycles"),
+        "empty out": ([good, "--out", ""], "--out: is empty"),
+        "absurd workers": ([good, "--workers", "1000000000", "--out", out], "runs 1 to 256"),
+        "frame beyond blender": ([good, "--frames", "1-2000000", "--out", out], "not a frame Blender can render"),
     }
 
 
 CASES = ["missing file", "not a blend", "lfs pointer", "shared not-a-blend", "truncated", "corrupt", "no camera",
          "shared scene without camera", "empty frame range", "frames outside nothing", "zero tile",
          "negative tile", "text tile", "unwritable out", "out is a file", "out under a file", "zero workers",
-         "sample chunks without cycles"]
+         "sample chunks without cycles", "empty out", "absurd workers", "frame beyond blender"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -67,3 +75,27 @@ def test_bad_input_is_one_clear_line(case, tmp_path, state, good_blend):
     assert len(lines) == 1, done.stderr
     assert expected in lines[0] and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: JobSettings(tile=TileSize(0, 0)), "must be two whole numbers above 0"),
+    (lambda: JobSettings(tile=TileSize(64, None)), "must be two whole numbers above 0"),
+    (lambda: JobSettings(frames=FrameRange(step=0)), "frame step 0 must be"),
+    (lambda: JobSettings(frames=FrameRange(5, 3)), "is empty"),
+    (lambda: JobSettings(file_format="JPEG"), "'JPEG' is not one the farm writes"),
+    (lambda: JobSettings(overscan=-2), "overscan -2 must be"),
+    (lambda: JobSettings(sample_chunks=0), "sample chunks 0 must be"),
+    (lambda: LocalFarm(workers=0), "a local farm runs 1 to 256"),
+])
+def test_the_api_checks_settings_as_the_cli_does(make, expected):
+    """The add-on and scripts build JobSettings themselves: a bad one is BadInput at once, not an error
+    from deep inside a run after tiles have rendered."""
+    with pytest.raises(BadInput, match=re.escape(expected)):
+        make()
+
+
+def test_a_negative_frame_range_works_with_a_space(tmp_path, state):
+    blend = make_scene(tmp_path / "scene.blend", size=[16, 16], frames=[1, 1])
+    done = farm("render", blend, "--frames", "-3--1", "--whole-frame", "--out", tmp_path / "out", state=state)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["-00001.png", "-00002.png", "-00003.png"]

@@ -22,7 +22,7 @@ from farm_pipelines import gpu, job_folder, liveness
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
-from farm_pipelines.errors import FarmFailure
+from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
 from farm_pipelines.local.faithful import FaithfulStage
@@ -30,7 +30,7 @@ from farm_pipelines.local.pachd_rules import new_id
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
 from farm_pipelines.local.store import DatumStore
-from farm_pipelines.local.workers import WorkerPool, usable_cpus
+from farm_pipelines.local.workers import MAX_WORKERS, WorkerPool, usable_cpus
 from farm_pipelines.pipelines import PIPELINES, load_spec
 
 
@@ -56,6 +56,9 @@ class LocalFarm:
         # Absolute once, so /pfs links need no per-datum resolve() (each costs a syscall per path part).
         self.root = (Path(state_dir) if state_dir else default_state_dir()).absolute()
         self.repos = self.root / "repos"
+        if workers is not None and not (isinstance(workers, int) and 0 < workers <= MAX_WORKERS):
+            raise BadInput(f"{workers} workers: a local farm runs 1 to {MAX_WORKERS} (each is a Blender holding "
+                           "the whole scene); leave it unset for one per core")
         self._asked_workers = workers
         self.gpu_backend = gpu.parse_backend(gpu_backend) if gpu_backend else gpu.backend_setting()
         self._plans: list[gpu.WorkerPlan] | None = None

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from farm_pipelines.local.farm import LocalFarm
 
 WORKER_NICENESS = 10
+#: The most workers a local farm starts: each is a Blender process holding the whole scene.
+MAX_WORKERS = 256
 
 
 def default_workers() -> int:
