@@ -72,10 +72,10 @@ def draw_settings(context: bpy.types.Context, col: bpy.types.UILayout, enabled: 
     sub.prop(scene.render, "use_crop_to_border", text="Crop to Region")
     col.prop(farm, "use_scene_frames")
     frames = col.column(align=True)
-    if not farm.use_scene_frames:
+    if not farm.use_scene_frames:  # the scene's range comes with the scene's own step, as Blender renders it
         frames.prop(farm, "frame_start")
         frames.prop(farm, "frame_end")
-    frames.prop(farm, "frame_step")
+        frames.prop(farm, "frame_step")
     col.prop(farm, "file_format")
     folder = col.column()
     folder.alert = submit.output_folder_problem(farm) is not None

@@ -87,8 +87,8 @@ def tile_size(farm: FarmSettings, default_tile: str) -> TileSize:
 
 
 def frame_range(farm: FarmSettings) -> FrameRange:
-    if farm.use_scene_frames:
-        return FrameRange(step=farm.frame_step)
+    if farm.use_scene_frames:  # its range and its step (Output Properties > Frame Range), as Blender renders them
+        return FrameRange()
     if farm.frame_end < farm.frame_start:
         raise BadInput(f"frame range {farm.frame_start}-{farm.frame_end} is empty: the end comes before the start")
     return FrameRange(farm.frame_start, farm.frame_end, farm.frame_step)

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "workers; FARM_TILE_OVERHEAD_S sets the per-tile cost it assumes); default 64")
     size.add_argument("--whole-frame", action="store_true", help="one tile per frame")
     r.add_argument("--frames", help="A-B or A (default: the scene's frame range)")
-    r.add_argument("--step", type=_positive_int, default=1, help="render every Nth frame")
+    r.add_argument("--step", type=_positive_int, help="render every Nth frame (default: the scene's frame step)")
     r.add_argument("--workers", type=_positive_int,
                    help="local workers (default: one per GPU Cycles finds, and one per remaining core)")
     r.add_argument("--gpu-backend", metavar="BACKEND",

@@ -46,10 +46,10 @@ class TileSize:
 class FrameRange:
     start: int | None = None  # None: the scene's own
     end: int | None = None
-    step: int = 1
+    step: int | None = None  # None: the scene's own ``frame_step``
 
     def __post_init__(self) -> None:
-        if not (_whole(self.step) and self.step >= 1):
+        if self.step is not None and not (_whole(self.step) and self.step >= 1):
             raise BadInput(f"frame step {self.step} must be a whole number, 1 or more")
         for frame in (self.start, self.end):
             if frame is not None and not (_whole(frame) and -MAX_FRAME <= frame <= MAX_FRAME):
@@ -58,10 +58,11 @@ class FrameRange:
         if self.start is not None and self.end is not None and self.end < self.start:
             raise BadInput(f"frame range {self.start}-{self.end} is empty: the end comes before the start")
 
-    def frames(self, scene_start: int, scene_end: int) -> list[int]:
+    def frames(self, scene_start: int, scene_end: int, scene_step: int = 1) -> list[int]:
+        """The frames to render: what was asked, the scene's own range and step filling what was not."""
         start = scene_start if self.start is None else self.start
         end = scene_end if self.end is None else self.end
-        return list(range(start, end + 1, self.step))
+        return list(range(start, end + 1, self.step or max(1, scene_step)))
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,9 @@ def parse_tile(text: str) -> TileSize:
     return TileSize(sizes[0], sizes[-1])
 
 
-def parse_frames(text: str | None, step: int = 1) -> FrameRange:
-    """``3`` or ``1-24``; negative frame numbers are allowed (``-5--1``)."""
-    if step <= 0:
+def parse_frames(text: str | None, step: int | None = None) -> FrameRange:
+    """``3`` or ``1-24``; negative frame numbers are allowed (``-5--1``). No ``step``: the scene's."""
+    if step is not None and step <= 0:
         raise BadInput(f"frame step {step} must be 1 or more")
     if text is None:
         return FrameRange(step=step)

@@ -28,6 +28,7 @@ def build(options: dict) -> None:
     render.dither_intensity = options.get("dither", 1.0)
     render.image_settings.file_format = "PNG"
     scene.frame_start, scene.frame_end = options.get("frames", [1, 2])
+    scene.frame_step = options.get("frame_step", 1)
     if "border" in options:
         render.use_border = True
         render.border_min_x, render.border_min_y, render.border_max_x, render.border_max_y = options["border"]

@@ -31,7 +31,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         f"render it from Blender {blender_versions.shown(saved_with[:2])} or newer, "
         f"or save it again from Blender {blender_versions.shown(bpy.app.version[:2])}")
     session.require_camera(scene, source)
-    frames = settings.frames.frames(scene.frame_start, scene.frame_end)
+    frames = settings.frames.frames(scene.frame_start, scene.frame_end, scene.frame_step)
     if not frames:
         raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
     if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":

@@ -31,7 +31,7 @@ def split_datum() -> None:
     blend_sha256 = file_sha256(blend)
     scene = session.open_untrusted(blend)
     session.require_camera(scene, blend)
-    frames = job.settings.frames.frames(scene.frame_start, scene.frame_end)
+    frames = job.settings.frames.frames(scene.frame_start, scene.frame_end, scene.frame_step)
     if not frames:
         raise BadInput(f"job {job.display_name!r}: the frame range is empty")
     size = session.frame_size(scene)
