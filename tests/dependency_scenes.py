@@ -6,6 +6,7 @@ Writes ``HOME/scene.blend`` and the files it uses, all made here with Blender:
   image another colour), a movie written by Blender's own FFMPEG output, and a UDIM set;
 * ``caches``: an OpenVDB volume (a mesh-to-volume bake's .vdb, loaded as a Volume), an
   Alembic cache exported from Blender and imported back, and a simulation-nodes bake;
+* ``particles``: a particle system baked to a disk cache;
 * ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``), and an
   absolute one whose file is here.
 
@@ -239,6 +240,32 @@ def caches(home: Path) -> None:
     sim.modifiers[-1].node_group.nodes["Set Position"].inputs["Offset"].default_value = (0, -1.2, 0)
 
 
+def particles(home: Path) -> None:
+    """Particles baked to a disk cache (``//blendcache_scene/``), drawn as small spheres."""
+    scene = base_scene()
+    bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"))  # a disk cache needs a saved file
+    bpy.ops.mesh.primitive_ico_sphere_add(radius=0.4, subdivisions=1, location=(100, 0, 0))  # out of view
+    dot = bpy.context.object
+    material, _ = emission("Spark")
+    material.node_tree.nodes["Emission"].inputs["Color"].default_value = (1, 0.9, 0.2, 1)
+    dot.data.materials.append(material)
+    bpy.ops.mesh.primitive_plane_add(size=3, location=(0, -2, 0), rotation=(-1.5708, 0, 0))
+    emitter = bpy.context.object
+    emitter.modifiers.new("Sparks", "PARTICLE_SYSTEM")
+    system = emitter.particle_systems[0]
+    settings = system.settings
+    settings.count, settings.frame_start, settings.frame_end, settings.lifetime = 12, 1, 1, 50
+    settings.normal_factor, settings.effector_weights.gravity = 30.0, 0.0  # 1.25 a frame
+    settings.render_type, settings.instance_object, settings.particle_size = "OBJECT", dot, 1.0
+    emitter.show_instancer_for_render = False
+    cache = system.point_cache
+    cache.use_disk_cache = True
+    cache.frame_start, cache.frame_end = FRAMES
+    with bpy.context.temp_override(point_cache=cache, object=emitter, active_object=emitter):
+        bpy.ops.ptcache.bake(bake=True)
+    scene.frame_set(FRAMES[0])
+
+
 def _geometry_nodes_object(name: str, location: tuple, node_type: str) -> bpy.types.Object:
     bpy.ops.mesh.primitive_cube_add(size=1.5, location=location)
     obj = bpy.context.object
@@ -293,7 +320,7 @@ def _bake(obj: bpy.types.Object, directory: str, mode: str = "STILL") -> None:
 def main() -> None:
     kind, home = sys.argv[-2], Path(sys.argv[-1])
     home.mkdir(parents=True, exist_ok=True)
-    {"textures": textures, "caches": caches, "foreign_paths": foreign_paths}[kind](home)
+    {"textures": textures, "caches": caches, "particles": particles, "foreign_paths": foreign_paths}[kind](home)
     bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"), relative_remap=True)
     bpy.ops.file.make_paths_relative()
     if kind == "foreign_paths":

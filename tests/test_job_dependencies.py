@@ -77,6 +77,7 @@ def assert_same_frames(tmp_path: Path, home: dict[int, Path]) -> None:
 @pytest.mark.parametrize("kind, carried, faithful", [
     ("textures", 6, False),  # 3 sequence images, a movie, 2 UDIM tiles
     ("caches", 8, False),  # a .vdb, an .abc, and a bake of 3 frames (meta + blob each)
+    ("particles", 4, False),  # a disk point cache: frames 0-3
     # By a Pachyderm worker's rules: every file of the lazy blends input a named pipe, the blend and
     # its files fetched into the worker's cache (blend_cache), relative paths resolved there.
     ("textures", 6, True),

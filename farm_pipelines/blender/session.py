@@ -99,6 +99,23 @@ def absolute_cache_folders() -> None:
                     bake.directory = _absolute(bake.directory)
             elif modifier.type == "FLUID" and modifier.domain_settings is not None:
                 modifier.domain_settings.cache_directory = _absolute(modifier.domain_settings.cache_directory)
+        for system in obj.particle_systems:
+            _external_point_cache(system.point_cache, obj)
+        for modifier in obj.modifiers:
+            if getattr(modifier, "point_cache", None) is not None:  # cloth, soft body
+                _external_point_cache(modifier.point_cache, obj)
+
+
+def _external_point_cache(cache: bpy.types.PointCache, owner: bpy.types.ID) -> None:
+    """A disk cache lives in ``//blendcache_<blend name>/``, named after the blend, which the copy is
+    not: make it an external cache in that folder under the same file names (Blender names them by
+    the cache's name, else by its owner's name in hex; ``ptcache_filepath``)."""
+    if not cache.use_disk_cache or cache.use_external or not bpy.data.filepath:
+        return
+    stem = Path(bpy.data.filepath).stem
+    cache.name = cache.name or owner.name.encode().hex().upper()
+    cache.filepath = bpy.path.abspath(f"//blendcache_{stem}/")
+    cache.use_external = True
 
 
 def _absolute(path: str) -> str:
