@@ -28,9 +28,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     deploy.add_argument("--gpu", action="store_true",
                         help="renderers render on one NVIDIA GPU each, on nodes labelled render-farm/gpu=true "
                              "(tolerating the nvidia.com/gpu taint); scenes set to CPU still render on CPUs")
-    deploy.add_argument("--gpu-backend", default="auto",
-                        help="Cycles backend for GPU renderers: auto (OptiX, then CUDA, HIP, oneAPI, Metal), "
-                             "one of those, or CPU; default auto")
+    deploy.add_argument("--gpu-backend",
+                        help="with --gpu: Cycles backend for GPU renderers: auto (OptiX, then CUDA, HIP, oneAPI, "
+                             "Metal), one of those, or CPU; default auto")
+    deploy.add_argument("--gpu-workers", metavar="N", type=int,
+                        help="with --gpu: GPU renderer pods, one per GPU of the cluster; default 1")
     deploy.add_argument("--gpu-share", metavar="FRACTION", type=float,
                         help="with --gpu: a mixed cluster, where a renderer-gpu pipeline takes this share of "
                              "the frames (in tenths, by last digit) and CPU renderers the rest")
@@ -90,7 +92,7 @@ def deploy_command(args: argparse.Namespace) -> int:
                          blender_version=args.blender_version, renderer_cpu=args.renderer_cpu,
                          renderer_priority_class=(args.renderer_priority_class or "").strip() or None,
                          renderer_tolerations=[parse_toleration(text) for text in args.renderer_toleration],
-                         gpu_backend=args.gpu_backend, gpu_share=args.gpu_share)
+                         gpu_backend=args.gpu_backend, gpu_share=args.gpu_share, gpu_workers=args.gpu_workers)
     if not args.apply:
         for spec in specs:
             print(json.dumps(spec, indent=2))

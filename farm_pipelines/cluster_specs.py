@@ -31,13 +31,16 @@ def spec_digest(spec: dict) -> str:
 def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] | None = None,
                  blender_version: str | None = None, renderer_cpu: float | None = None,
                  renderer_priority_class: str | None = None, renderer_tolerations: list[dict] | None = None,
-                 gpu_backend: str = "auto", gpu_share: float | None = None) -> list[dict]:
+                 gpu_backend: str | None = None, gpu_share: float | None = None,
+                 gpu_workers: int | None = None) -> list[dict]:
     """The specs as they go to pachd: the worker ``image`` set, and an annotation with their digest.
 
     ``gpu`` makes renderers render on one NVIDIA GPU each (``resource_limits.gpu``), on nodes
     labelled ``render-farm/gpu=true`` and tolerating ``nvidia.com/gpu``, with Cycles' backend
-    ``gpu_backend`` (``gpu.choose``). With ``gpu_share`` the cluster is mixed (``mixed_specs``):
-    the CPU renderer stays, and a ``renderer-gpu`` takes that share of the frames.
+    ``gpu_backend`` (``gpu.choose``; default auto), on ``gpu_workers`` pods (default 1: a house has
+    few GPUs, and a pod waiting for one that does not exist leaves the pipeline CRASHING). With
+    ``gpu_share`` the cluster is mixed (``mixed_specs``): the CPU renderer stays, and a
+    ``renderer-gpu`` takes that share of the frames.
     ``renderer_nodes`` adds node-selector labels for renderers only (spot/preemptible pools).
     ``blender_version`` is the image's Blender (default: this machine's bpy, which an image built from
     the same requirements.txt has); it goes into each transform's environment, where submissions read
@@ -52,8 +55,11 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
     if renderer_cpu is not None and not 0 < renderer_cpu < float("inf"):
         raise BadInput(f"--renderer-cpu {renderer_cpu} is not a positive number of CPUs: pass e.g. 2 or 0.5")
     backend = gpus.parse_backend(gpu_backend)
-    if gpu_share is not None and not gpu:
-        raise BadInput("--gpu-share needs --gpu: it gives that share of the frames to GPU renderers")
+    for option, value in (("--gpu-share", gpu_share), ("--gpu-backend", gpu_backend), ("--gpu-workers", gpu_workers)):
+        if value is not None and not gpu:
+            raise BadInput(f"{option} needs --gpu: it sets how the GPU renderers render")
+    if gpu_workers is not None and not (isinstance(gpu_workers, int) and gpu_workers >= 1):
+        raise BadInput(f"--gpu-workers {gpu_workers} must be 1 or more: one renderer pod per GPU of the cluster")
     blender = shown(parse(blender_version or _local_bpy_version()))
     specs = [load_spec(name) for name in PIPELINES]
     if gpu_share is not None:
@@ -74,6 +80,7 @@ def deploy_specs(image: str, gpu: bool = False, renderer_nodes: dict[str, str] |
                 selector[GPU_NODE_LABEL] = "true"
                 tolerations.append(GPU_TOLERATION)
                 env[gpus.BACKEND_ENV] = backend
+                spec["parallelism_spec"] = {"constant": gpu_workers or 1}
             elif gpu:  # the CPU half of a mixed cluster renders GPU scenes on its CPUs, by design
                 env[gpus.BACKEND_ENV] = "CPU"
             if selector:

@@ -123,6 +123,11 @@ def plan_workers(cpus: list[int], gpus: list[Device], workers: int | None = None
         plans.append(WorkerPlan(frozenset(own), gpu))
     rest = cpus[len(gpus) * feed:]
     count = (workers - len(gpus)) if workers else len(rest)
+    if count <= 0 and rest and plans:  # no CPU workers: the GPU workers keep every CPU (a CPU scene uses them)
+        for index, cpu in enumerate(rest):
+            plan = plans[index % len(plans)]
+            plans[index % len(plans)] = WorkerPlan(plan.cpus | {cpu}, plan.gpu)
+        return plans
     if count > 0:
         rest = rest or cpus
         for index in range(count):
@@ -137,8 +142,9 @@ def plan_workers(cpus: list[int], gpus: list[Device], workers: int | None = None
 def may_have_gpu() -> bool:
     """A cheap look for GPU device files before starting Blender to ask Cycles.
 
-    Linux exposes NVIDIA GPUs as ``/dev/nvidia0``..., AMD's ROCm as ``/dev/kfd`` and
-    Intel's Level Zero through ``/dev/dri/renderD*``; a Mac with Apple silicon always
+    Linux exposes NVIDIA GPUs as ``/dev/nvidia0``..., AMD's ROCm as ``/dev/kfd``,
+    Intel's Level Zero through ``/dev/dri/renderD*`` and WSL2 all of them through
+    ``/dev/dxg``; a Mac with Apple silicon always
     has Metal. Elsewhere (Windows) only Cycles can tell, so it is asked.
     """
     system = platform.system()
@@ -147,7 +153,8 @@ def may_have_gpu() -> bool:
     if system != "Linux":
         return True
     dev = Path("/dev")
-    return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or any(dev.glob("dri/renderD*"))
+    return (any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or any(dev.glob("dri/renderD*"))
+            or (dev / "dxg").exists())  # WSL2 passes GPUs through /dev/dxg
 
 
 #: Frames are shared between a cluster's CPU and GPU renderers by their last digit (``frame_digits``).

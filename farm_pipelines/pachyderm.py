@@ -656,14 +656,16 @@ def _is_datums_line(message: pps_pb2.LogMessage, datum_id: str, paths: list[str]
 
 
 def _job_set_pipelines(infos: dict[str, pps_pb2.JobInfo]) -> list[str]:
-    """The farm's pipelines in DAG order, plus any other the job set holds (a mixed cluster's ``renderer-gpu``)."""
-    return [*PIPELINES, *sorted(set(infos) - set(PIPELINES))]
+    """The farm's pipelines in DAG order; any other the job set holds (a mixed cluster's ``renderer-gpu``)
+    comes before the merger, which waits for it."""
+    return [*PIPELINES[:-1], *sorted(set(infos) - set(PIPELINES)), PIPELINES[-1]]
 
 
 def _progress(infos: dict[str, pps_pb2.JobInfo], counts: dict[str, int], done: bool) -> Progress:
     """A ``Progress`` for this job out of the job set's counters, which also count other jobs' (skipped) datums."""
-    stage = next((name for name in PIPELINES if name not in infos or infos[name].state not in _TERMINAL),
-                 "done" if done else "merger")
+    stage = next((name for name in _job_set_pipelines(infos)
+                  if name not in infos or infos[name].state not in _TERMINAL), "done" if done else "merger")
+    stage = "renderer" if stage.startswith("renderer") else stage  # one renderer stage, whichever is busy
     # A mixed cluster's GPU renderer (``renderer-gpu``) takes a share of the frames: count both.
     renderers = [info for name, info in infos.items() if name.startswith("renderer")]
     ours = counts.get("tiles", 0)

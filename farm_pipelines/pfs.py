@@ -36,7 +36,8 @@ RENDERER_INPUTS = ("renderer", "renderer_gpu")
 
 def tile_dirs() -> list[Path]:
     """The renderer inputs this datum has: with ``outer_join`` a renderer without the job is left out."""
-    return [Path(os.environ[name]) for name in RENDERER_INPUTS if os.environ.get(name)]
+    return [Path(os.environ[name]) for name in RENDERER_INPUTS if os.environ.get(name)
+            and Path(os.environ[name]).exists()]
 
 
 def output_dir() -> Path:

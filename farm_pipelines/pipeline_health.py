@@ -46,6 +46,9 @@ def _what_to_do(pipeline: str, reason: str) -> str:
     lowered = reason.lower()
     if "image" in lowered:
         return f"check the --image of `farm deploy` and that every node can pull it; {pods}"
+    if "nvidia.com/gpu" in lowered:
+        return (f"no node has a free GPU for it: deploy with --gpu-workers set to the number of GPUs the cluster "
+                f"has, or check NVIDIA's device plugin (docs/cluster.md section 8); {pods}")
     if "nodes are available" in lowered or "unschedulable" in lowered:
         smaller = "deploy with a smaller --renderer-cpu" if pipeline == "renderer" else "lower its resource_requests"
         return f"no node fits its CPU, memory, GPU or node-selector requests: add or label a node, or {smaller}; {pods}"

@@ -41,8 +41,12 @@ def run_batched(process_datum: Callable[[], None]) -> None:
     error = ""
     current: dict[str, str] = {}  # what this loop set; most entries stay the same from datum to datum
     while True:
-        for entry in next_datum(error):
-            name, value = entry.split("=", 1)
+        given = dict(entry.split("=", 1) for entry in next_datum(error))
+        for name in [name for name in current if name not in given]:
+            # An input the previous datum had and this one lacks (an outer join) must not linger.
+            del current[name]
+            os.environ.pop(name, None)
+        for name, value in given.items():
             if current.get(name) != value:  # setting os.environ costs an encode and a putenv
                 os.environ[name] = current[name] = value
         try:

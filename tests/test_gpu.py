@@ -26,7 +26,11 @@ from farm_pipelines.errors import BadInput
 from farm_pipelines.job import JobSettings, TileSize
 from farm_pipelines.local.farm import LocalFarm
 from farm_pipelines.local.scheduler import Scheduler, Task
+from farm_pipelines.pipeline_health import _what_to_do
 from farm_pipelines.submission import render
+
+#: These tests expect what a machine without a GPU shows; on one with a GPU, bench/gpu.py is the check.
+NO_GPU = pytest.mark.skipif(gpu.may_have_gpu(), reason="this machine may have a GPU: run bench/gpu.py instead")
 
 RTX = gpu.Device("OPTIX", "NVIDIA GeForce RTX 4070", "OPTIX_0000:01:00")
 RTX_CUDA = gpu.Device("CUDA", "NVIDIA GeForce RTX 4070", "CUDA_0000:01:00")
@@ -62,10 +66,13 @@ def test_worker_layout_one_worker_per_gpu_and_cpu_workers_on_the_rest():
     assert [p.kind for p in gpu.plan_workers(list(range(8)), [RTX], workers=3)] == ["gpu", "cpu", "cpu"]
     two_cores = gpu.plan_workers([0, 1], [RTX])  # too few cores for two feeders: one each
     assert [(sorted(p.cpus), p.kind) for p in two_cores] == [([0], "gpu"), ([1], "cpu")]
+    alone = gpu.plan_workers(list(range(8)), [RTX], workers=1)  # no CPU worker left: the GPU worker keeps them
+    assert [(sorted(p.cpus), p.kind) for p in alone] == [(list(range(8)), "gpu")]
     no_gpu = gpu.plan_workers([0, 1, 2, 3], [], workers=2)
     assert [sorted(p.cpus) for p in no_gpu] == [[0, 1], [2, 3]] and {p.kind for p in no_gpu} == {"cpu"}
 
 
+@NO_GPU
 def test_cycles_enumeration_finds_no_gpu_on_this_machine(tmp_path):
     """Cycles' real ``available_devices`` in a Blender process: the backends this build has, and no device."""
     result = tmp_path / "devices.json"
@@ -84,20 +91,49 @@ def _task(frame: int, tile: int) -> Task:
     return Task(Datum((DatumInput("splitter", "splitter", path, "job"),)), f"{frame}-{tile}")
 
 
-def test_a_frame_stays_on_the_kind_of_device_that_started_it():
+def _scheduler(frames: tuple[int, ...], tiles: int) -> Scheduler:
     scheduler = Scheduler(3)
     scheduler.one_device_per_frame = True
     scheduler.join("gpu")
     scheduler.join("cpu")
-    scheduler.feed([_task(f, t) for f in (1, 2) for t in range(3)])
+    scheduler.feed([_task(f, t) for f in frames for t in range(tiles)])
+    return scheduler
+
+
+def _taken_within(scheduler: Scheduler, kind: str, seconds: float = 0.5) -> str | None:
+    """The id of the task a worker of ``kind`` gets, or None if it is still waiting after ``seconds``."""
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(scheduler.take(kind).id), daemon=True)
+    waiter.start()
+    waiter.join(seconds)
+    return got[0] if got else None
+
+
+def test_a_frame_stays_on_the_kind_of_device_that_started_it():
+    scheduler = _scheduler((1, 2, 3), tiles=2)
     first = scheduler.take("gpu")
     second = scheduler.take("cpu")
-    assert (first.id, second.id) == ("1-0", "2-0")  # frame 1 is the GPU's now: the CPU starts frame 2
-    taken = {"gpu": [scheduler.take("gpu").id], "cpu": [scheduler.take("cpu").id]}
-    assert taken == {"gpu": ["1-1"], "cpu": ["2-1"]}
+    assert (first.id, second.id) == ("1-0", "3-0")  # the GPU opens from the front, the CPU from the back
+    assert [scheduler.take("gpu").id, scheduler.take("cpu").id] == ["1-1", "3-1"]
+    assert _taken_within(scheduler, "cpu") is None  # frame 2 is the last unopened one: it waits for the GPU
+    assert scheduler.take("gpu").id == "2-0"
     scheduler.finish(first, None)
     scheduler.leave("gpu")  # the GPU worker stopped for good: its frame's last tile goes to the CPU
-    assert scheduler.take("cpu").id in {"1-2", "2-2"}
+
+
+def test_a_still_goes_to_the_gpu_whoever_asks_first():
+    scheduler = _scheduler((1,), tiles=2)
+    assert _taken_within(scheduler, "cpu") is None
+    assert scheduler.take("gpu").id == "1-0"
+
+
+def test_frames_of_a_gpu_worker_that_left_are_open_to_the_cpu():
+    scheduler = _scheduler((1,), tiles=3)
+    held = scheduler.take("gpu")
+    assert _taken_within(scheduler, "cpu") is None  # frame 1 is the GPU's while a GPU worker lives
+    scheduler.finish(held, "worker process died")  # back in the queue, then the worker leaves for good
+    scheduler.leave("gpu")  # the CPU worker still waiting from above takes one tile, this one the other
+    assert _taken_within(scheduler, "cpu") in {"1-1", "1-2"}
 
 
 def test_without_the_rule_a_worker_takes_the_next_tile_whatever_its_frame():
@@ -106,6 +142,7 @@ def test_without_the_rule_a_worker_takes_the_next_tile_whatever_its_frame():
     assert [scheduler.take("gpu").id, scheduler.take("cpu").id] == ["1-0", "1-1"]
 
 
+@NO_GPU
 def test_a_gpu_scene_on_a_machine_without_gpus_renders_on_the_cpu_and_says_so(tmp_path, state):
     blend = make_scene(tmp_path / "gpu.blend", device="GPU", size=[48, 32], frames=[1, 1], dither=0.0)
     whole = render_whole(blend, tmp_path / "whole", [1])
@@ -174,8 +211,16 @@ def test_deploy_gpu_renders_on_the_gpu_nodes():
     assert renderer["scheduling_spec"]["node_selector"] == {"render-farm/gpu": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "EXISTS", "effect": "NO_SCHEDULE"} in renderer["tolerations"]
     assert renderer["transform"]["env"][gpu.BACKEND_ENV] == "CUDA"
-    with pytest.raises(BadInput, match="--gpu-share needs --gpu"):
-        deploy_specs("w:1", gpu_share=0.5, blender_version="5.0.1")
+    assert renderer["parallelism_spec"] == {"constant": 1}  # a pod per GPU: a house has one, unless told
+    three = next(s for s in deploy_specs("w:1", gpu=True, gpu_workers=3, blender_version="5.0.1")
+                 if s["pipeline"]["name"] == "renderer")
+    assert three["parallelism_spec"] == {"constant": 3}
+    for option in ({"gpu_share": 0.5}, {"gpu_backend": "cuda"}, {"gpu_workers": 2}):
+        with pytest.raises(BadInput, match=f"--{next(iter(option)).replace('_', '-')} needs --gpu"):
+            deploy_specs("w:1", blender_version="5.0.1", **option)
+    # pods waiting for a GPU that no node has: the run's one line says what to change
+    verdict = _what_to_do("renderer", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
+    assert "--gpu-workers" in verdict and "device plugin" in verdict
 
 
 def test_the_mixed_cluster_shares_frames_by_last_digit_without_overlap():
@@ -183,6 +228,8 @@ def test_the_mixed_cluster_shares_frames_by_last_digit_without_overlap():
     assert list(specs) == ["splitter", "renderer", GPU_RENDERER, "merger"]
     assert "gpu" not in specs["renderer"].get("resource_limits", {})
     assert specs["renderer"]["transform"]["env"][gpu.BACKEND_ENV] == "CPU"
+    assert (specs["renderer"]["parallelism_spec"], specs[GPU_RENDERER]["parallelism_spec"]) == \
+        ({"constant": 4}, {"constant": 1})
 
     def globbed(name: str) -> set[int]:
         tiles = next(c["pfs"] for c in specs[name]["input"]["join"] if c["pfs"]["name"] == "splitter")
@@ -223,6 +270,7 @@ def test_the_mixed_cluster_runs_on_the_faithful_farm(tmp_path):
 
 
 
+@NO_GPU
 def test_the_gpu_bench_runs_and_says_it_found_no_gpu():
     done = subprocess.run([sys.executable, "bench/gpu.py", "--size", "64", "--samples", "4", "--tile", "32"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -230,6 +278,7 @@ def test_the_gpu_bench_runs_and_says_it_found_no_gpu():
     assert "CUDA    -" in done.stdout and "no GPU found: nothing to compare" in done.stdout
 
 
+@NO_GPU
 def test_cycles_enumeration_in_a_real_blender_binary(tmp_path):
     """The worker's device listing in Debian's Blender 5.2 LTS (Python 3.14), started as the local farm starts
     workers in the add-on (``Host(blender=...)``): its Cycles has CUDA and HIP but no OptiX, and finds no GPU."""
@@ -284,3 +333,44 @@ def test_tile_auto_counts_a_gpu_worker_as_a_fast_one_for_a_gpu_scene(tmp_path):
     expected = choose(Shot((160, 96), Box(0, 0, 160, 96), 1, 0, 1), [gpu.GPU_SPEED, 1.0], Costs.from_env())
     assert f"tile size auto: {expected} for 1 frame(s) of 160x96 on 2 worker(s), 1 of them GPU" in said, said
     assert expected != choose(Shot((160, 96), Box(0, 0, 160, 96), 1, 0, 1), [1.0, 1.0], Costs.from_env())
+
+
+
+def test_a_gpu_choice_sets_cycles_preferences_and_the_scene(tmp_path):
+    """``use_devices`` in a Blender process: the backend, only the chosen device in use (the CPU entry off),
+    and the scene on the GPU; the CPU choice puts the scene back on the CPU. Cycles accepts a device type
+    its build has even with no such device, which is what lets this run here."""
+    script = """
+import json, sys, bpy
+from farm_pipelines import gpu
+from farm_pipelines.blender import devices
+scene = bpy.context.scene
+scene.render.engine = "CYCLES"
+scene.cycles.device = "GPU"
+prefs = bpy.context.preferences.addons["cycles"].preferences
+devices.use_devices(scene, gpu.Choice("CUDA", (gpu.Device("CUDA", "test", "CUDA_test"),)))
+seen = {"type": prefs.compute_device_type, "scene": scene.cycles.device,
+        "cpu_used": [d.use for d in prefs.devices if d.type == "CPU"], "asks": devices.asks_for_gpu(scene)}
+devices.use_devices(scene, gpu.Choice(None, reason="test"))
+seen["after_cpu"] = scene.cycles.device
+print("SEEN " + json.dumps(seen))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("SEEN "))[5:])
+    assert seen == {"type": "CUDA", "scene": "GPU", "cpu_used": [False], "asks": True, "after_cpu": "CPU"}, seen
+
+
+def test_a_mixed_clusters_renderer_gpu_comes_before_the_merger():
+    from python_pachyderm.proto.v2.pps import pps_pb2
+
+    from farm_pipelines.pachyderm import _job_set_pipelines, _progress
+
+    def job(name: str, state: int) -> pps_pb2.JobInfo:
+        return pps_pb2.JobInfo(job=pps_pb2.Job(pipeline=pps_pb2.Pipeline(name=name)), state=state)
+
+    infos = {"splitter": job("splitter", pps_pb2.JOB_SUCCESS), "renderer": job("renderer", pps_pb2.JOB_SUCCESS),
+             GPU_RENDERER: job(GPU_RENDERER, pps_pb2.JOB_RUNNING), "merger": job("merger", pps_pb2.JOB_STARTING)}
+    assert _job_set_pipelines(infos) == ["splitter", "renderer", GPU_RENDERER, "merger"]
+    assert _progress(infos, {"tiles": 4, "frames": 1}, done=False).stage == "renderer"

@@ -122,3 +122,23 @@ def test_batching_loop_applies_each_environment_and_reports_errors_on_the_next_c
     assert ended.value.code() == grpc.StatusCode.CANCELLED
     assert seen == [("one", "a=b"), ("two", "a=b"), ("one", "c")]
     assert scripted.errors == ["", "tile 7 is broken", "KeyError('frame')", ""]
+
+
+def test_an_input_the_next_datum_lacks_is_unset(monkeypatch):
+    """A mixed cluster's merger joins with outer_join: a datum can lack an input the one before had, and
+    pachd then sets no variable for it, so the loop must not leave the old one behind."""
+    scripted = ScriptedWorker([["blends=/pfs/blends", "renderer_gpu=/pfs/renderer_gpu"], ["blends=/pfs/blends"]])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    worker_pb2_grpc.add_WorkerServicer_to_server(scripted, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    monkeypatch.setenv("PPS_WORKER_GRPC_PORT", str(port))
+    monkeypatch.delenv("renderer_gpu", raising=False)
+    seen = []
+    try:
+        with pytest.raises(grpc.RpcError):
+            run_batched(lambda: seen.append(os.environ.get("renderer_gpu")))
+    finally:
+        server.stop(None)
+        os.environ.pop("blends", None)
+    assert seen == ["/pfs/renderer_gpu", None]

@@ -63,6 +63,7 @@ class LocalFarm:
         self.gpu_backend = gpu.parse_backend(gpu_backend) if gpu_backend else gpu.backend_setting()
         self._plans: list[gpu.WorkerPlan] | None = None
         self._gpus = gpus
+        self.probe_failed = False  # then every renderer renders on its CPUs, as the warning says
         self.host = host or Host()
         self.log = log or (lambda message: None)
         self.warn = warn or (lambda message: self.log(f"warning: {message}"))
@@ -108,13 +109,17 @@ class LocalFarm:
         result = self.root / "gpu-probe.json"
         result.unlink(missing_ok=True)
         argv, extra = self.host.module_argv("farm_pipelines.blender.devices", str(result))
-        with self.host.scratch() as scratch:
-            code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
-                                                  "listing this machine's GPUs")
+        try:
+            with self.host.scratch() as scratch:
+                code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
+                                                      "listing this machine's GPUs")
+        except FarmFailure as stalled:  # a driver that hangs Cycles' enumeration
+            code, stderr = -1, str(stalled)
         if code != 0 or not result.exists():
             lines = stderr.strip().splitlines()
             self.warn(f"listing this machine's GPUs failed ({lines[-1] if lines else f'exit code {code}'}); "
                       "rendering on the CPUs only")
+            self.probe_failed = True
             return []
         found = {backend: [gpu.Device.from_json(d) for d in devices]
                  for backend, devices in json.loads(result.read_text(encoding="utf-8")).items()}

@@ -78,15 +78,30 @@ class Scheduler:
                 self._cond.wait()
 
     def _eligible(self, kind: str) -> int | None:
+        """The queue index this worker takes next, or None to wait.
+
+        A worker first finishes frames of its own kind (or orphaned ones). Only then does it
+        open a frame: a GPU worker the next one, a CPU worker the last one, and a CPU worker never
+        the only frame left unopened while a GPU worker lives, so a still or a short shot goes
+        to the GPU rather than to whichever worker woke first.
+        """
         if not self._queue:
             return None
         if not self.one_device_per_frame:
             return 0
+        unopened: dict[str, int] = {}
         for index, task in enumerate(self._queue):
-            owner = self._claims.get(_frame_of(task))
-            if owner is None or owner == kind or not self._live[owner]:
+            frame = _frame_of(task)
+            owner = self._claims.get(frame)
+            if owner is None:
+                unopened.setdefault(frame, index)
+            elif owner == kind or not self._live[owner]:
                 return index
-        return None
+        if not unopened:
+            return None
+        if kind == "gpu" or not self._live["gpu"]:
+            return next(iter(unopened.values()))
+        return list(unopened.values())[-1] if len(unopened) > 1 else None
 
     def join(self, kind: str) -> None:
         """A worker of ``kind`` starts taking tasks."""

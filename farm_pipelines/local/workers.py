@@ -205,8 +205,8 @@ class Slot:
                     gpu.BACKEND_ENV: self.farm.gpu_backend})
         if self.plan.gpu:  # pinned by Cycles' own device selection: the id stays valid whatever else is visible
             env.update({gpu.DEVICE_ENV: self.plan.gpu.id, gpu.BACKEND_ENV: self.plan.gpu.backend})
-        elif self.pipeline == "renderer" and any(plan.gpu for plan in self.farm.plans):
-            env[gpu.BACKEND_ENV] = "CPU"  # the GPUs have workers of their own
+        elif self.pipeline == "renderer" and (self.farm.probe_failed or any(plan.gpu for plan in self.farm.plans)):
+            env[gpu.BACKEND_ENV] = "CPU"  # the GPUs have workers of their own, or none could be listed
         return env
 
     def _start(self, env: dict[str, str]) -> subprocess.Popen:

@@ -29,7 +29,7 @@ from farm_pipelines.worker_api import run_batched
 
 
 def merge_datum() -> None:
-    if not (os.environ.get("blends") and os.environ.get("splitter")):
+    if not all(os.environ.get(name) and Path(os.environ[name]).exists() for name in ("blends", "splitter")):
         # A mixed cluster's merger joins with outer_join (a renderer may have no frame of a job), so a
         # key only some renderer still holds (its job's blend deleted) comes alone: nothing to merge.
         print("merger: datum without the job's blend or manifests; nothing to merge", flush=True)
