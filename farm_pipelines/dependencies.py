@@ -24,7 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blender_asset_tracer import blendfile, bpathlib, pack
+from blender_asset_tracer import blendfile, bpathlib, pack, trace
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import file_sequence, result
 
@@ -121,9 +121,27 @@ class _JobPacker(pack.Packer):
 
     def _find_new_paths(self) -> None:
         """``files/<key>/<name>`` for every asset; ``key`` covers the asset and what it refers to."""
+        self._trace_libraries()
         keys: dict[Path, str] = {}
         for path in self._new_location_paths:
             self._actions[path].new_path = Path(self._target_path, "files", self._key(path, keys, set()), path.name)
+
+    def _trace_libraries(self) -> None:
+        """Trace every carried library whole, and the libraries those link.
+
+        BAT follows a library only through the placeholders of linked data-blocks that the
+        linking file holds, which files saved by Blender 5.0 no longer write as ``ID`` blocks: a
+        linked material's texture was never found. Tracing the library file itself finds it (and
+        any other file the library uses, linked or not).
+        """
+        traced: set[Path] = set()
+        while todo := [p for p in self._new_location_paths if p.suffix == ".blend" and p not in traced
+                       and p.is_file()]:
+            for library in todo:
+                traced.add(library)
+                for usage in trace.deps(library):
+                    visit = self._visit_sequence if usage.is_sequence else self._visit_asset
+                    visit(usage.abspath, usage)
 
     def _key(self, path: Path, keys: dict[Path, str], visiting: set[Path]) -> str:
         if path not in keys:

@@ -7,6 +7,7 @@ Writes ``HOME/scene.blend`` and the files it uses, all made here with Blender:
 * ``caches``: an OpenVDB volume (a mesh-to-volume bake's .vdb, loaded as a Volume), an
   Alembic cache exported from Blender and imported back, and a simulation-nodes bake;
 * ``particles``: a particle system baked to a disk cache;
+* ``libraries``: two linked libraries, each with a texture of its own;
 * ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``), and an
   absolute one whose file is here.
 
@@ -266,6 +267,22 @@ def particles(home: Path) -> None:
     scene.frame_set(FRAMES[0])
 
 
+def libraries(home: Path) -> None:
+    """Two linked libraries, each giving a material; one of them textured from a file beside it."""
+    for name, colour in (("lib_a", (0.9, 0.1, 0.1)), ("lib_b", (0.1, 0.2, 0.9))):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        solid_png(home / "libs" / f"{name}.png", colour)
+        image = bpy.data.images.load(str(home / "libs" / f"{name}.png"))
+        material, _ = emission(name, image)
+        material.use_fake_user = True
+        bpy.ops.wm.save_as_mainfile(filepath=str(home / "libs" / f"{name}.blend"), relative_remap=True)
+    base_scene()
+    for index, name in enumerate(("lib_a", "lib_b")):
+        with bpy.data.libraries.load(str(home / "libs" / f"{name}.blend"), link=True, relative=True) as (_, data):
+            data.materials = [name]
+        plane(name, -1.5 + 3 * index, data.materials[0])
+
+
 def _geometry_nodes_object(name: str, location: tuple, node_type: str) -> bpy.types.Object:
     bpy.ops.mesh.primitive_cube_add(size=1.5, location=location)
     obj = bpy.context.object
@@ -320,7 +337,8 @@ def _bake(obj: bpy.types.Object, directory: str, mode: str = "STILL") -> None:
 def main() -> None:
     kind, home = sys.argv[-2], Path(sys.argv[-1])
     home.mkdir(parents=True, exist_ok=True)
-    {"textures": textures, "caches": caches, "particles": particles, "foreign_paths": foreign_paths}[kind](home)
+    {"textures": textures, "caches": caches, "particles": particles,
+     "libraries": libraries, "foreign_paths": foreign_paths}[kind](home)
     bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"), relative_remap=True)
     bpy.ops.file.make_paths_relative()
     if kind == "foreign_paths":

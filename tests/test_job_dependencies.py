@@ -184,3 +184,23 @@ def test_a_zstd_compressed_blend_is_traced_and_rewritten(tmp_path):
 
     assert len(carried.files) == 6 and not carried.missing
     assert outside(tmp_path / "job" / "scene.blend") == []
+
+
+def test_a_missing_library_is_named_and_the_library_beside_it_travels_with_its_texture(tmp_path):
+    blend = build("libraries", tmp_path / "home")
+    (tmp_path / "home" / "libs" / "lib_b.blend").unlink()
+    home = render_whole(blend, tmp_path / "whole", [1])  # plain Blender, also without lib_b
+    pixels = cv2.imread(str(home[1])).astype(int)  # BGR
+    assert ((pixels[..., 2] > 180) & (pixels[..., 1] < 80)).any(), "lib_a's red texture is not in the home render"
+
+    folder, facts = prepare(blend, tmp_path / "prepare-state")
+    [missing] = facts["carried"].missing
+    assert 'lib_b.blend (library "lib_b.blend"' in missing, missing
+    assert sorted(Path(f.path).name for f in facts["carried"].files) == ["lib_a.blend", "lib_a.png"]
+    shutil.move(folder, tmp_path / "moved")
+    shutil.rmtree(tmp_path / "home")
+
+    done = render_on_farm(tmp_path / "moved" / "scene.blend", tmp_path)
+
+    assert "missing file:" in done.stderr and "lib_b.blend" in done.stderr
+    assert max_difference(tmp_path / "farm" / "000001.png", home[1]) <= 1
