@@ -80,7 +80,8 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
                   f"of {width}x{height} on {worker_count(backend)} worker(s)"
                   + (f", {fast} of them GPU" if fast else "")))
     carried: Carried = facts["carried"]
-    emit(Info(carried.summary()))
+    if carried.files:  # a scene with no external file has nothing to say here
+        emit(Info(carried.summary()))
     for missing in carried.missing:
         emit(Caution(f"missing file: {missing} (the farm renders without it)"))
 
