@@ -361,6 +361,10 @@ class PachydermBackend:
         stored = {info.file.path.strip("/") for info in
                   self._maybe_list("list the blend-files repo", client.list_file, (FILES_REPO, BRANCH), "/")}
         new = {sha256: job_files / rel for rel, sha256 in carried.items() if sha256 not in stored}
+        contents = set(carried.values())
+        size = sum(path.stat().st_size for path in new.values())
+        self.log(f"blend-files on pachd: {len(new)} of the job's {len(contents)} file content(s) are new "
+                 f"({size / 1e6:.1f} MB to upload), the rest are there already")
         if new:
             def put() -> None:  # the client sends at the end of its block: the files stay open until then
                 with client.commit(FILES_REPO, BRANCH, description=f"{len(new)} file(s) render jobs carry") \

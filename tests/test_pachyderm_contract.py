@@ -794,7 +794,8 @@ def _carrying(folder: Path, files: dict[str, bytes]) -> Path:
 
 
 def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pachd, job_files, tmp_path):
-    farm = backend(pachd)
+    said: list[str] = []
+    farm = backend(pachd, log=said.append)
     farm.deploy(deploy_specs("farm-worker:1"))
     wood, frames = b"PNG wood " * 50_000, [b"PNG frame %d" % i for i in range(3)]
     _carrying(job_files, {"files/aa11/wood.png": wood,
@@ -822,6 +823,10 @@ def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pac
     assert {p: c for p, c in pachd.chunks.items() if p.startswith("/") and p not in sent_before
             and not p.startswith(f"/{other.name}/")} == {}  # nothing new went to blend-files
     assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"] == ["4 file(s) render jobs carry"]
+    assert said == [f"blend-files on pachd: 4 of the job's 4 file content(s) are new "
+                    f"({(len(wood) + sum(map(len, frames))) / 1e6:.1f} MB to upload), the rest are there already",
+                    "blend-files on pachd: 0 of the job's 1 file content(s) are new (0.0 MB to upload), "
+                    "the rest are there already"]
 
     for path in (job_files / "files" / "bb22").iterdir():
         path.unlink()
