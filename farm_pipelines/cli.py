@@ -101,12 +101,14 @@ def settings_from(args: argparse.Namespace) -> JobSettings:
 def _render(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     bar = TerminalProgress()
-    backend = cluster_commands.backend_from_args(
-        args, log=lambda message: bar.event(Detail(message)),
-        warn=lambda message: bar.event(Caution(message))) if args.pachd else None
-    frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
-                    on_event=bar.event, state_dir=args.state_dir, gpu_backend=args.gpu_backend)
-    bar.finish()
+    try:  # closed on failure too, so the error line is a line of its own on a terminal
+        backend = cluster_commands.backend_from_args(
+            args, log=lambda message: bar.event(Detail(message)),
+            warn=lambda message: bar.event(Caution(message))) if args.pachd else None
+        frames = render(args.blend, settings, args.out, backend=backend, workers=args.workers,
+                        on_event=bar.event, state_dir=args.state_dir, gpu_backend=args.gpu_backend)
+    finally:
+        bar.finish()
     print(f"{len(frames)} frame(s) written to {args.out}")
     return 0
 
