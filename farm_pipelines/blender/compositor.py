@@ -74,3 +74,28 @@ def compositor_for(scene: bpy.types.Scene) -> GroupCompositor | EmbeddedComposit
     if "compositing_node_group" in bpy.types.Scene.bl_rna.properties:
         return GroupCompositor(scene)
     return EmbeddedCompositor(scene)
+
+
+def mute_file_outputs(scene: bpy.types.Scene) -> list[str]:
+    """Switch off every File Output node the scene's compositor reaches, nested groups included.
+
+    A scene from someone else could point one at any folder of the farm machine, and
+    it would write there during a whole-frame render or the merge. Only the farm writes
+    frames, into the job's output; the names of the nodes switched off are returned.
+    """
+    tree = compositor_for(scene).user_tree()
+    muted: list[str] = []
+    seen: set[str] = set()
+    trees = [tree] if tree is not None else []
+    while trees:
+        current = trees.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        for node in current.nodes:
+            if node.bl_idname == "CompositorNodeOutputFile" and not node.mute:
+                node.mute = True
+                muted.append(node.name)
+            elif getattr(node, "node_tree", None) is not None:
+                trees.append(node.node_tree)
+    return muted

@@ -20,7 +20,7 @@ from pathlib import Path
 import bpy
 
 from farm_pipelines.atomic_files import atomic_path
-from farm_pipelines.blender.compositor import compositor_for
+from farm_pipelines.blender.compositor import compositor_for, mute_file_outputs
 from farm_pipelines.errors import FarmFailure
 
 #: Cycles' denoiser settings -> the compositor Denoise node's menu items.
@@ -41,6 +41,7 @@ class FrameEncoder:
         cycles = scene.cycles
         self.denoise = render.engine == "CYCLES" and cycles.use_denoising
         self.denoiser = (cycles.denoising_input_passes, cycles.denoising_prefilter, cycles.denoising_quality)
+        mute_file_outputs(scene)  # never writing where a scene from someone else points (the renderer says so)
         self.compositor = compositor_for(scene)
         self.scene_tree = self.compositor.user_tree() if render.use_compositing else None
         render.use_border = False

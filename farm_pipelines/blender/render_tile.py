@@ -23,7 +23,7 @@ import bpy
 
 from farm_pipelines import blend_cache, blender_versions, gpu, merge
 from farm_pipelines.atomic_files import atomic_path, write_text
-from farm_pipelines.blender import animation_hold, devices, session
+from farm_pipelines.blender import animation_hold, compositor, devices, session
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.tiles import border_for_box
@@ -70,6 +70,9 @@ class TileRenderer:
         self._denoises = render.engine == "CYCLES" and cycles.use_denoising
         render.use_persistent_data = True  # Cycles keeps the BVH between tiles
         render.use_stamp = False  # burn-in belongs on the whole frame, added by the merger
+        for name in compositor.mute_file_outputs(scene):
+            print(f"warning: File Output node {name!r} switched off: the farm writes only the job's frames",
+                  file=sys.stderr, flush=True)
         self._choose_device(scene)
 
     def _choose_device(self, scene: bpy.types.Scene) -> None:
