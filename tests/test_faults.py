@@ -197,3 +197,20 @@ def test_worker_that_stops_responding_mid_tile_is_ended_and_its_tile_retried(tmp
     assert re.search(rf"renderer worker \(pid {frozen[0]}\) stopped responding on frame \d+ tile \d+", log), log
     assert not Path(f"/proc/{frozen[0]}").exists()
     _assert_frames(tmp_path / "out", reference)
+
+
+def test_a_run_that_fails_before_merging_delivers_no_frame_of_an_older_scene(tmp_path, state):
+    """Render, change the scene's size, render again while the splitter hangs: the failed run must not copy the
+    first run's frames, which are of another scene, into --out."""
+    blend = make_scene(tmp_path / "shot.blend", size=[64, 36], frames=[1, 2])
+    first = farm("render", blend, "--whole-frame", "--out", tmp_path / "first", state=state)
+    assert first.returncode == 0, first.stderr
+    make_scene(blend, size=[128, 72], frames=[1, 2])
+    pids = tmp_path / "hung"
+    env = _hang_env(state, pids, "farm_pipelines.pipelines.splitter:start")
+    done = subprocess.run([*FARM, "render", str(blend), "--whole-frame", "--out", str(tmp_path / "second")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "splitting failed" in done.stderr
+    assert not (tmp_path / "second").exists() or not list((tmp_path / "second").iterdir())
+    assert _gone(pids)

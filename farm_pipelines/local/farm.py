@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -255,6 +256,11 @@ class LocalFarm:
         target = self.job_files(job.name)
         if job_files.resolve() == target.resolve():
             return
+        before = (target / "job.json").read_bytes() if (target / "job.json").exists() else None
+        if before != (job_files / "job.json").read_bytes():
+            # Another scene or other settings under this job's name: the frames merged for the old one
+            # are not this run's, and a run that fails before merging must not deliver them.
+            shutil.rmtree(self.repos / "merger" / job.name, ignore_errors=True)
         wanted = set(job_folder.files_of(job_files))
         for rel in sorted(wanted):
             source, destination = job_files / rel, target / rel
