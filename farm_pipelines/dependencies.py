@@ -20,11 +20,13 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from blender_asset_tracer import blendfile, bpathlib, pack, trace
+from blender_asset_tracer.blendfile import exceptions
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import file_sequence, result
 
@@ -32,6 +34,10 @@ from farm_pipelines.file_store import FileStore
 
 #: ``C:\``, ``C:/`` or ``\\server\share``: a path only Windows can open.
 _WINDOWS_ABSOLUTE = re.compile(rb"^([A-Za-z]:[\\/]|\\\\)")
+#: Devices and kernel files: reading one may never end (``/dev/zero``, ``/proc/kcore``).
+_SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
+#: What reading a truncated or foreign file makes BAT raise.
+_UNREADABLE = (OSError, EOFError, ValueError, struct.error, exceptions.BlendFileError, exceptions.SegmentationFault)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class Carried:
 
     files: list[CarriedFile] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # each with the data-block that uses it
+    outside: int = 0  # files from outside the scene's folder (when ``carry`` was told the folder)
 
     @property
     def size(self) -> int:
@@ -55,18 +62,28 @@ class Carried:
 
     def summary(self) -> str:
         new = [f for f in self.files if f.new]
+        outside = f", {self.outside} from outside the scene's folder" if self.outside else ""
         return (f"the job carries {len(self.files)} file(s), {_megabytes(self.size)} MB, "
-                f"{len(new)} new ({_megabytes(sum(f.size for f in new))} MB)")
+                f"{len(new)} new ({_megabytes(sum(f.size for f in new))} MB){outside}")
 
 
-def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str]) -> Carried:
+def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str],
+          source_folder: Path | None = None) -> Carried:
     """Write ``job_folder/scene.blend`` (``blend`` with its paths rewritten) and every file it needs.
 
     ``users`` names each data-block's users (``prepare`` reports them: ``"IMWood"`` ->
     ``image "Wood" of material "Table"``), so that a missing file says what uses it.
+    ``source_folder`` is the folder of the scene the artist submitted (``blend`` may be a
+    copy elsewhere): no bake folder that holds it is carried, and the summary counts the
+    files from outside it.
     """
     carried = Carried()
-    packer = _JobPacker(Path(blend), job_folder, store)
+    guarded = [Path(blend).parent, Path(job_folder)] + ([Path(source_folder)] if source_folder else [])
+    unreadable = _unreadable_libraries(Path(blend))
+    for path, (block_name, reason) in sorted(unreadable.items()):
+        carried.missing.append(f"{path} (cannot be read: {reason}) ({_describe(block_name, users)})")
+    traced = _without_libraries(Path(blend), unreadable) if unreadable else Path(blend)
+    packer = _JobPacker(traced, job_folder, store, guarded)
     try:
         packer.strategise()
         packer.execute()
@@ -79,11 +96,15 @@ def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str]
             sha256, new = store.put(source, packer.hashes.get(source))
             store.link(sha256, target)
             carried.files.append(CarriedFile(relative, sha256, target.stat().st_size, new))
+            if source_folder and not _inside(source, Path(source_folder)):
+                carried.outside += 1
     finally:
         packer.close()
         blendfile.close_all_cached()
+        if traced != Path(blend):
+            traced.unlink(missing_ok=True)
     for path, usages in sorted(packer.missing_usages.items()):
-        carried.missing.append(f"{path} ({', '.join(sorted({_describe(u, users) for u in usages}))})")
+        carried.missing.append(f"{path} ({', '.join(sorted({_describe(u.block_name, users) for u in usages}))})")
     carried.files.sort(key=lambda f: f.path)
     return carried
 
@@ -91,30 +112,62 @@ def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str]
 class _JobPacker(pack.Packer):
     """BAT's packer with the job folder's layout, files sent through the store, and users of missing files."""
 
-    def __init__(self, blend: Path, job_folder: Path, store: FileStore) -> None:
+    def __init__(self, blend: Path, job_folder: Path, store: FileStore, guarded: list[Path]) -> None:
         super().__init__(blend, blend.parent, str(job_folder))
         self.store = store
+        self.guarded = [_real(p) for p in guarded]
         self.sends: dict[Path, Path] = {}  # target -> source; BAT sends a sequence's first file twice
         self.hashes: dict[Path, str] = {}
         self.missing_usages: dict[str, list[result.BlockUsage]] = defaultdict(list)
+        self.pointed: dict[int, tuple[int, int]] = {}  # id(usage) -> (address, size) of its ``char *`` path
 
     def _visit_asset(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        if asset_path.name.endswith(_UNREADABLE_SUFFIX):  # named by ``carry`` already
+            return
         if _WINDOWS_ABSOLUTE.match(bytes(usage.asset_path)) and os.name != "nt":
             self._missing(usage, f"{usage.asset_path.decode(errors='replace')} (a Windows path)")
             return
         if not usage.is_sequence and not asset_path.exists():
             self._missing(usage, str(asset_path))
             return
+        if not usage.is_sequence and not _regular(asset_path):
+            self._missing(usage, f"{asset_path} (not a regular file)")
+            return
+        self._remember_pointer(usage)
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
         if _WINDOWS_ABSOLUTE.match(bytes(usage.asset_path)) and os.name != "nt":
             self._missing(usage, f"{usage.asset_path.decode(errors='replace')} (a Windows path)")
             return
-        if not any(p.exists() for p in _sequence_files(asset_path)):
-            self._missing(usage, str(asset_path))
+        if asset_path.is_dir() and (reason := self._refused_folder(asset_path)):
+            self._missing(usage, f"{asset_path} ({reason}; give the bake a folder of its own)")
+            return
+        if not _sequence_files(asset_path):
+            if b".bakes[" not in usage.block_name:  # an unbaked node bake has no folder: Blender computes it
+                self._missing(usage, str(asset_path))
             return
         super()._visit_sequence(asset_path, usage)
+
+    def _refused_folder(self, folder: Path) -> str | None:
+        """Why a folder must not be carried whole: it is ``/``, the home folder, a system one, or holds the scene."""
+        real = _real(folder)
+        if real == Path("/") or real == _real(Path.home()):
+            return "the root or home folder"
+        if any(_inside(real, system) for system in _SYSTEM_FOLDERS):
+            return "a system folder"
+        if any(_inside(guard, real) for guard in self.guarded):
+            return "it holds the scene's own folder"
+        return None
+
+    def _remember_pointer(self, usage: result.BlockUsage) -> None:
+        """A ``char *`` path's address and room, read now: BAT's blocks for a node modifier's bakes are one
+        object that later holds the last bake, and the copy's block at the array's address is the first bake."""
+        named = usage.path_full_field
+        if named is not None and named.name.is_pointer:
+            address = usage.block.get(named.name.name_only)
+            text = usage.block.bfile.dereference_pointer(address)
+            self.pointed[id(usage)] = (address, text.size if text is not None else 0)
 
     def _missing(self, usage: result.BlockUsage, shown: str) -> None:
         self.missing_usages[shown].append(usage)
@@ -125,6 +178,27 @@ class _JobPacker(pack.Packer):
         keys: dict[Path, str] = {}
         for path in self._new_location_paths:
             self._actions[path].new_path = Path(self._target_path, "files", self._key(path, keys, set()), path.name)
+        self._drop_paths_without_room()
+
+    def _drop_paths_without_room(self) -> None:
+        """A ``char *`` path (a node bake's folder) is rewritten in place: one whose new path does not fit
+        (a library's bake, which ``prepare`` could not lengthen) stays as it was, and is named missing."""
+        for path in sorted(self._new_location_paths):
+            action = self._actions[path]
+            for usage in list(action.usages):
+                if id(usage) not in self.pointed:
+                    continue
+                holder = self._actions[bpathlib.make_absolute(usage.block.bfile.filepath)].new_path
+                if len(self._relative(path, holder)) + 1 > self.pointed[id(usage)][1]:
+                    action.usages.remove(usage)
+                    self._missing(usage, f"{path} (no room to rewrite its path in "
+                                         f"{Path(usage.block.bfile.filepath).name}; bake it in the main scene)")
+            if not action.usages:
+                self._new_location_paths.discard(path)
+                del self._actions[path]
+
+    def _relative(self, asset: Path, holder: Path) -> bytes:
+        return bytes(bpathlib.BlendPath.mkrelative(self._actions[asset].new_path, holder))
 
     def _trace_libraries(self) -> None:
         """Trace every carried library whole, and the libraries those link.
@@ -135,11 +209,18 @@ class _JobPacker(pack.Packer):
         any other file the library uses, linked or not).
         """
         traced: set[Path] = set()
-        while todo := [p for p in self._new_location_paths if p.suffix == ".blend" and p not in traced
-                       and p.is_file()]:
+        while todo := [p for p in sorted(self._new_location_paths) if p not in traced
+                       and any(u.block_name[:2] == b"LI" for u in self._actions[p].usages)]:
             for library in todo:
                 traced.add(library)
-                for usage in trace.deps(library):
+                try:
+                    usages = list(trace.deps(library))
+                except _UNREADABLE as error:  # truncated, or not a blend: named, and not carried
+                    for usage in self._actions.pop(library).usages:
+                        self._missing(usage, f"{library} (cannot be read: {error or type(error).__name__})")
+                    self._new_location_paths.discard(library)
+                    continue
+                for usage in usages:
                     visit = self._visit_sequence if usage.is_sequence else self._visit_asset
                     visit(usage.abspath, usage)
 
@@ -172,11 +253,8 @@ class _JobPacker(pack.Packer):
         finally:
             action.rewrites = kept
         for usage in pointed:
-            relative = bytes(bpathlib.BlendPath.mkrelative(self._actions[usage.abspath].new_path, action.new_path))
-            block = bfile.dereference_pointer(usage.block.addr_old)
-            text = bfile.dereference_pointer(block.get(usage.path_full_field.name.name_only))
-            if len(relative) + 1 > text.size:
-                raise RuntimeError(f"no room for {relative!r} in {usage.block_name!r}")
+            relative = self._relative(usage.abspath, action.new_path)
+            text = bfile.dereference_pointer(self.pointed[id(usage)][0])  # the same address in the copy
             bfile.mark_modified()
             bfile.fileobj.seek(text.file_offset)
             bfile.fileobj.write(relative.ljust(text.size, b"\0"))
@@ -188,7 +266,8 @@ class _JobPacker(pack.Packer):
         return _NoTransfer()
 
     def _send_to_target(self, asset_path: Path, target: Path, may_move: bool = False) -> None:
-        self.sends[Path(target)] = Path(asset_path)
+        if _regular(Path(asset_path)):  # a sequence's pattern may also match a folder or a pipe
+            self.sends[Path(target)] = Path(asset_path)
 
 
 class _NoTransfer(transfer.FileTransferer):
@@ -199,6 +278,46 @@ class _NoTransfer(transfer.FileTransferer):
             pass
 
 
+def _unreadable_libraries(blend: Path) -> dict[Path, tuple[bytes, str]]:
+    """The libraries ``blend`` links that BAT cannot read (truncated, not a blend, a pipe): BAT's trace
+    opens every library whose data-blocks are linked, and one it cannot read would end the trace."""
+    found: dict[Path, tuple[bytes, str]] = {}
+    try:
+        for block in blendfile.open_cached(blend).find_blocks_from_code(b"LI"):
+            path = _real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
+            if not path.exists():
+                continue  # missing: named by the packer
+            if not _regular(path):
+                found[path] = (block.id_name, "not a regular file")
+                continue
+            try:
+                blendfile.open_cached(path)
+            except _UNREADABLE as error:
+                found[path] = (block.id_name, str(error).split(": /")[0] or type(error).__name__)
+    finally:
+        blendfile.close_all_cached()
+    return found
+
+
+def _without_libraries(blend: Path, unreadable: dict[Path, tuple[bytes, str]]) -> Path:
+    """A copy of ``blend`` beside it whose unreadable libraries name files that do not exist, so BAT's
+    trace passes them by; the job's blend is written from it, and such a library is missing there too."""
+    copy = blend.with_name(f".{blend.stem}.traced.blend")
+    shutil.copyfile(blend, copy)
+    try:
+        bfile = blendfile.open_cached(copy, mode="r+b")
+        for block in bfile.find_blocks_from_code(b"LI"):
+            path = _real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
+            if path in unreadable:
+                block.set(b"name", bytes(block[b"name"]) + _UNREADABLE_SUFFIX.encode())
+    finally:
+        blendfile.close_all_cached()
+    return copy
+
+
+_UNREADABLE_SUFFIX = ".unreadable"
+
+
 def _asset_files(path: Path, usages: list[result.BlockUsage]) -> list[Path]:
     if any(u.is_sequence for u in usages):
         return sorted(_sequence_files(path))
@@ -207,22 +326,35 @@ def _asset_files(path: Path, usages: list[result.BlockUsage]) -> list[Path]:
 
 def _sequence_files(path: Path) -> list[Path]:
     try:
-        return [p for p in file_sequence.expand_sequence(path) if p.is_file()]
+        return [p for p in file_sequence.expand_sequence(path) if _regular(p)]
     except file_sequence.DoesNotExist:
         return []
+
+
+def _regular(path: Path) -> bool:
+    """Only regular files travel: a pipe, a device or a kernel file could be read forever."""
+    return path.is_file() and not any(_inside(_real(path), system) for system in _SYSTEM_FOLDERS)
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return _real(path).is_relative_to(_real(folder))
 
 
 _KINDS = {b"IM": "image", b"MC": "movie clip", b"VO": "volume", b"CF": "cache file", b"LI": "library",
           b"SO": "sound", b"VF": "font", b"ME": "mesh", b"OB": "object", b"SC": "scene", b"LA": "light"}
 
 
-def _describe(usage: result.BlockUsage, users: dict[str, str]) -> str:
+def _describe(block_name: bytes, users: dict[str, str]) -> str:
     """``image "Wood" of material "Table"``: the data-block that uses a file, as the artist sees it."""
-    name = usage.block_name.decode(errors="replace")
+    name = block_name.decode(errors="replace")
     if name in users:
         return users[name]
-    kind = _KINDS.get(usage.block_name[:2], "data-block")
-    return f'{kind} "{name[2:]}"' if usage.block_name[:2] in _KINDS else f'{kind} "{name}"'
+    kind = _KINDS.get(block_name[:2], "data-block")
+    return f'{kind} "{name[2:]}"' if block_name[:2] in _KINDS else f'{kind} "{name}"'
 
 
 def _megabytes(size: int) -> str:

@@ -4,17 +4,23 @@ The same texture in two jobs, or in two versions of one job, is one file on disk
 a job folder holds hard links to the store's copy (a plain copy where the file
 system has no hard links). The store copies a source file in once, to a temporary
 name then renamed, so a user who edits the texture in place later never changes a
-job already prepared.
+job already prepared. It hashes the bytes it copies and keeps them under that hash:
+a file edited while the job was prepared is refused, never stored under another
+content's name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from farm_pipelines.blend_cache import file_sha256
+from farm_pipelines.errors import BadInput
+
+_CHUNK = 1 << 20
 
 
 class FileStore:
@@ -36,15 +42,24 @@ class FileStore:
         return (self.root / sha256).is_file()
 
     def put(self, source: Path, sha256: str | None = None) -> tuple[str, bool]:
-        """Keep ``source`` in the store; returns (its sha256, whether the store lacked it)."""
+        """Keep ``source`` in the store; returns (its sha256, whether the store lacked it).
+
+        ``sha256`` is the content the caller hashed earlier (the job's blend names it); the
+        copy is hashed as it is written, and a difference means the file changed since.
+        """
         sha256 = sha256 or self.sha256(source)
         if self.has(sha256):
             return sha256, False
         self.root.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".part")
-        os.close(handle)
         try:
-            shutil.copyfile(source, temp)
+            digest = hashlib.sha256()
+            with os.fdopen(handle, "wb") as writer, open(source, "rb") as reader:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise BadInput(f"{source} changed while the job was prepared; submit again")
             os.chmod(temp, 0o444)  # a job's links share this inode: nobody writes through them
             os.replace(temp, self.root / sha256)
         except BaseException:

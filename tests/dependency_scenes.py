@@ -8,6 +8,12 @@ Writes ``HOME/scene.blend`` and the files it uses, all made here with Blender:
   Alembic cache exported from Blender and imported back, and a simulation-nodes bake;
 * ``particles``: a particle system baked to a disk cache;
 * ``libraries``: two linked libraries, each with a texture of its own;
+* ``hazards``: paths that must not be carried as they are: a folder, ``/dev/zero`` and a named
+  pipe as images (the test makes ``pipe.png``), a ``####`` sequence path, node bakes at ``/``,
+  the home folder and the scene's own folder; a library without the .blend suffix, one the
+  test truncates, and one whose node bake is saved in it; an image from outside the folder;
+* ``bakes``: two node bakes of one modifier, the second with a custom folder, beside a bake
+  never baked and a particle disk cache never baked;
 * ``foreign_paths``: paths as Windows saves them (``//tex\\wood.png``, ``C:\\Users\\...``), and an
   absolute one whose file is here.
 
@@ -283,6 +289,62 @@ def libraries(home: Path) -> None:
         plane(name, -1.5 + 3 * index, data.materials[0])
 
 
+def hazards(home: Path) -> None:
+    for name in ("lib_c", "broken", "baked"):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.context.preferences.filepaths.save_version = 0
+        solid_png(home / "libs" / f"{name}.png", (0.2, 0.9, 0.2))
+        material, _ = emission(name, bpy.data.images.load(str(home / "libs" / f"{name}.png")))
+        material.use_fake_user = True
+        bpy.ops.wm.save_as_mainfile(filepath=str(home / "libs" / f"{name}.blend"), relative_remap=True)
+        if name == "baked":
+            _bake(_geometry_nodes_object("Baked", (0, 0, 0), "GeometryNodeMeshToPoints"), "//lib_bake")
+            bpy.ops.wm.save_as_mainfile(filepath=str(home / "libs" / "baked.blend"), relative_remap=True)
+    shutil.move(home / "libs" / "lib_c.blend", home / "libs" / "lib_c.library")
+    scene = base_scene()
+    bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"))
+    for index, (library, what) in enumerate((("lib_c.library", "materials"), ("broken.blend", "materials"),
+                                             ("baked.blend", "objects"))):
+        with bpy.data.libraries.load(str(home / "libs" / library), link=True, relative=True) as (_, data):
+            setattr(data, what, [Path(library).stem if what == "materials" else "Baked"])
+        if what == "materials":
+            plane(library, -3 + 3 * index, getattr(data, what)[0])
+        else:
+            scene.collection.objects.link(getattr(data, what)[0])
+    (home / "folder_image").mkdir()
+    solid_png(home / "seq" / "flip_0001.png", (1, 0, 0))
+    solid_png(home.parent / "elsewhere" / "far.png", (0, 0, 1))
+    for name, path, source in (("Folder", "//folder_image", "FILE"), ("Zero", "/dev/zero", "FILE"),
+                               ("Pipe", "//pipe.png", "FILE"), ("Hashes", "//seq/flip_####.png", "SEQUENCE"),
+                               ("Far", str(home.parent / "elsewhere" / "far.png"), "FILE")):
+        image = bpy.data.images.new(name, 4, 4)
+        image.source, image.filepath, image.use_fake_user = source, path, True
+    for name, folder in (("Root", "/"), ("Home", str(Path.home())), ("Beside", "//")):
+        obj = _geometry_nodes_object(name, (0, 0, 0), "GeometryNodeMeshToPoints")
+        obj.modifiers[-1].bake_directory, obj.modifiers[-1].bake_target = folder, "DISK"
+
+
+def bakes(home: Path) -> None:
+    base_scene()
+    bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"))
+    two = _geometry_nodes_object("Two", (0, 0, 0), "GeometryNodeMeshToPoints")
+    tree = two.modifiers[-1].node_group
+    second = tree.nodes.new("GeometryNodeBake")
+    second.bake_items.new("GEOMETRY", "Geometry")
+    tree.links.new(tree.nodes["Bake"].outputs[0], second.inputs[0])
+    tree.links.new(second.outputs[0], tree.nodes["Group Output"].inputs[0])
+    bpy.context.view_layer.update()
+    two.modifiers[-1].bakes[1].use_custom_path = True
+    two.modifiers[-1].bakes[1].directory = "//custom_bake"
+    _bake(two, "//modifier_bake")
+    never = _geometry_nodes_object("Never", (0, 0, 0), "GeometryNodeMeshToPoints")
+    never.modifiers[-1].bake_directory, never.modifiers[-1].bake_target = "//never_baked", "DISK"
+    bpy.ops.mesh.primitive_plane_add(size=3, location=(0, -2, 0))
+    emitter = bpy.context.object
+    emitter.modifiers.new("Sparks", "PARTICLE_SYSTEM")
+    emitter.particle_systems[0].point_cache.use_disk_cache = True  # and never baked
+
+
 def _geometry_nodes_object(name: str, location: tuple, node_type: str) -> bpy.types.Object:
     bpy.ops.mesh.primitive_cube_add(size=1.5, location=location)
     obj = bpy.context.object
@@ -338,7 +400,7 @@ def main() -> None:
     kind, home = sys.argv[-2], Path(sys.argv[-1])
     home.mkdir(parents=True, exist_ok=True)
     {"textures": textures, "caches": caches, "particles": particles,
-     "libraries": libraries, "foreign_paths": foreign_paths}[kind](home)
+     "libraries": libraries, "foreign_paths": foreign_paths, "hazards": hazards, "bakes": bakes}[kind](home)
     bpy.ops.wm.save_as_mainfile(filepath=str(home / "scene.blend"), relative_remap=True)
     bpy.ops.file.make_paths_relative()
     if kind == "foreign_paths":

@@ -23,6 +23,7 @@ from conftest import ROOT, SHARED_SCENES, farm, max_difference, render_whole
 from test_shared_scenes import small_copy
 
 from farm_pipelines.dependencies import carry
+from farm_pipelines.errors import BadInput
 from farm_pipelines.file_store import FileStore
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
@@ -204,3 +205,69 @@ def test_a_missing_library_is_named_and_the_library_beside_it_travels_with_its_t
 
     assert "missing file:" in done.stderr and "lib_b.blend" in done.stderr
     assert max_difference(tmp_path / "farm" / "000001.png", home[1]) <= 1
+
+
+def test_what_cannot_travel_is_named_missing_with_its_reason_and_never_read(tmp_path):
+    """A folder, a device and a pipe as images; bakes at /, home and the scene's folder; a truncated library
+    and a library's own bake: each named, none read (a pipe or /dev/zero would never end). A library
+    without the .blend suffix travels with its texture; a ``####`` path is not a file and is named."""
+    blend = build("hazards", tmp_path / "home")
+    os.mkfifo(tmp_path / "home" / "pipe.png")
+    broken = tmp_path / "home" / "libs" / "broken.blend"
+    broken.write_bytes(broken.read_bytes()[:4096])
+
+    _, facts = prepare(blend, tmp_path / "state")
+
+    carried = facts["carried"]
+    assert sorted(Path(f.path).name for f in carried.files) == [
+        "baked.blend", "baked.png", "far.png", "lib_c.library", "lib_c.png"]
+    missing = "\n".join(carried.missing)
+    for line in [f"{tmp_path}/home/folder_image (not a regular file) (image \"Folder\")",
+                 "/dev/zero (not a regular file) (image \"Zero\")",
+                 f"{tmp_path}/home/pipe.png (not a regular file) (image \"Pipe\")",
+                 f"{tmp_path}/home/seq/flip_####.png (image \"Hashes\")",
+                 "/ (the root or home folder; give the bake a folder of its own) "
+                 "(bake 0 of modifier \"Nodes\" of object \"Root\")",
+                 f"{Path.home()} (the root or home folder;",
+                 "(it holds the scene's own folder; give the bake a folder of its own) "
+                 "(bake 0 of modifier \"Nodes\" of object \"Beside\")",
+                 f"{broken} (cannot be read: No DNA1 block in file, not a valid .blend file) (library \"broken.blend\"",
+                 "lib_bake (no room to rewrite its path in baked.blend; bake it in the main scene)"]:
+        assert line in missing, missing
+    assert len(carried.missing) == 9, missing
+
+    direct = carry(blend, tmp_path / "job", FileStore(tmp_path / "store"), {}, source_folder=blend.parent)
+    assert direct.summary().endswith(", 1 from outside the scene's folder")  # far.png
+    assert f"{tmp_path}/home (it holds the scene's own folder;" in "\n".join(direct.missing)
+
+
+def test_two_bakes_of_one_modifier_travel_and_what_was_never_baked_is_not_missing(tmp_path):
+    """The second bake has a folder of its own; a node bake and a particle disk cache were never baked."""
+    blend = build("bakes", tmp_path / "home")
+
+    folder, facts = prepare(blend, tmp_path / "state")
+
+    assert facts["carried"].missing == []
+    bakes = {Path(f.path).parts[2] for f in facts["carried"].files}
+    assert bakes == {"modifier_bake", "custom_bake"}, bakes
+    try:
+        traced = [usage.abspath for usage in trace.deps(folder / "scene.blend")]
+    finally:
+        blendfile.close_all_cached()
+    assert sorted(p.name for p in traced if p.exists()) == ["custom_bake", "modifier_bake"], traced
+    assert outside(folder / "scene.blend") == [str(tmp_path / "home" / "never_baked")]  # nothing to carry
+
+
+def test_the_store_refuses_a_file_that_changed_after_the_job_hashed_it(tmp_path):
+    texture = tmp_path / "wood.png"
+    texture.write_bytes(b"the texture the job's blend was keyed with")
+    store = FileStore(tmp_path / "store")
+    hashed = store.sha256(texture)
+    texture.write_bytes(b"painted over while the job was prepared")
+
+    with pytest.raises(BadInput, match=rf"^{texture} changed while the job was prepared; submit again$"):
+        store.put(texture, hashed)
+
+    assert list(store.root.iterdir()) == []  # neither stored under the old hash nor left half-written
+    sha256, new = store.put(texture)
+    assert new and (store.root / sha256).read_bytes() == texture.read_bytes()

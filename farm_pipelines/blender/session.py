@@ -28,8 +28,10 @@ def open_untrusted(path: Path) -> bpy.types.Scene:
     try:
         bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise BadInput(f"{path}: Blender cannot read it ({reason}); the file may be truncated or corrupt") from None
+        opened = bpy.data.filepath and os.path.samefile(bpy.data.filepath, path)
+        if not opened:  # else the scene opened and a library did not: the trace names that one missing
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
+            raise BadInput(f"{path}: Blender cannot read it ({reason}); the file may be truncated or corrupt") from None
     scene = bpy.context.window.scene if bpy.context.window else bpy.context.scene
     if scene is None:
         raise BadInput(f"{path}: has no scene to render")
@@ -109,8 +111,12 @@ def absolute_cache_folders() -> None:
 def _external_point_cache(cache: bpy.types.PointCache, owner: bpy.types.ID) -> None:
     """A disk cache lives in ``//blendcache_<blend name>/``, named after the blend, which the copy is
     not: make it an external cache in that folder under the same file names (Blender names them by
-    the cache's name, else by its owner's name in hex; ``ptcache_filepath``)."""
+    the cache's name, else by its owner's name in hex; ``ptcache_filepath``). An unbaked disk cache
+    has no files to carry: the copy keeps it in memory, and the farm simulates it as Blender would."""
     if not cache.use_disk_cache or cache.use_external or not bpy.data.filepath:
+        return
+    if not cache.is_baked:
+        cache.use_disk_cache = False
         return
     stem = Path(bpy.data.filepath).stem
     cache.name = cache.name or owner.name.encode().hex().upper()
@@ -120,10 +126,14 @@ def _external_point_cache(cache: bpy.types.PointCache, owner: bpy.types.ID) -> N
 
 def _absolute(path: str) -> str:
     """The absolute folder, with room to spare: the job folder's ``//files/<key>/<name>`` is written
-    over this string in place (``dependencies``), so it must be at least that long."""
+    over this string in place (``dependencies``), so it must be at least that long. A folder that
+    holds the scene's own (``//``, its parents, ``/``) stays as it is, and the copy's trace refuses it."""
     if not path:
         return path
-    return bpy.path.abspath(path).rstrip("/") + "/" * 32
+    folder = Path(os.path.realpath(bpy.path.abspath(path)))
+    if Path(os.path.realpath(bpy.path.abspath("//"))).is_relative_to(folder):
+        return path
+    return str(folder) + "/" * 32
 
 
 def users_of_files() -> dict[str, str]:
