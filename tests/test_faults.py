@@ -99,6 +99,40 @@ def test_truncated_tile_on_disk_is_rendered_again(tmp_path, state, scene):
     _assert_frames(tmp_path / "out", reference)
 
 
+def _flip_bytes(path: Path, at: int, count: int = 4) -> None:
+    """Damage a file in place without changing its size, as bit rot does."""
+    data = bytearray(path.read_bytes())
+    for i in range(at, at + count):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_tile_with_flipped_bytes_is_rendered_again_and_the_rerun_heals(tmp_path, state, scene):
+    blend, reference = scene
+    args = ["render", blend, "--tile", "32", "--out", tmp_path / "out"]
+    assert farm(*args, state=state).returncode == 0
+    tile = sorted((state / "datums" / "renderer").rglob("*.exr"))[3]
+    _flip_bytes(tile, tile.stat().st_size // 2)
+    again = farm(*args, state=state)
+    assert again.returncode == 0, again.stderr
+    assert "is damaged; the datum will run again" in again.stderr
+    assert re.search(r"renderer: 1 of 12 datum", again.stderr), again.stderr
+    _assert_frames(tmp_path / "out", reference)
+
+
+def test_a_damaged_finished_frame_is_merged_again_before_it_is_delivered(tmp_path, state, scene):
+    blend, reference = scene
+    args = ["render", blend, "--tile", "32", "--out", tmp_path / "first"]
+    assert farm(*args, state=state).returncode == 0
+    frame = next((state / "datums" / "merger").rglob("000002.png"))
+    _flip_bytes(frame, frame.stat().st_size - 40)  # inside the image data, same size
+    again = farm("render", blend, "--tile", "32", "--out", tmp_path / "second", state=state)
+    assert again.returncode == 0, again.stderr
+    assert "merger: output" in again.stderr and "is damaged" in again.stderr
+    assert re.search(r"renderer: \d+ of 12 datum", again.stderr) is None  # no tile rendered again
+    _assert_frames(tmp_path / "second", reference)
+
+
 def test_same_job_twice_at_once_does_not_corrupt(tmp_path, state, scene):
     blend, reference = scene
     env = dict(os.environ, FARM_STATE_DIR=str(state))

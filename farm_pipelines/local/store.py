@@ -1,11 +1,13 @@
 """The datum store: every succeeded datum's output, kept so that a run resumes where it stopped.
 
 ``datums/<pipeline>/<datum-id>/`` holds what one datum wrote, moved there from the
-worker's ``/pfs/out`` in one rename, with a record of each file's size. A datum
-whose folder is complete is done, as Pachyderm skips datums it has processed; a
-damaged one runs again. A stage's output repo (``repos/<pipeline>/<job>``) is then
-published as the union of its datums' outputs, hard-linked and swapped in at once,
-so readers see either the old commit or the new one.
+worker's ``/pfs/out`` in one rename, with a record of each file's size and SHA-256.
+A datum whose files all still have their recorded content is done, as Pachyderm
+skips datums it has processed; a damaged one (bit rot, a torn write, a few bytes
+flipped) runs again, so running the same command again always heals. A stage's
+output repo (``repos/<pipeline>/<job>``) is then published as the union of its
+datums' outputs, hard-linked and swapped in at once, so readers see either the old
+commit or the new one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from farm_pipelines.blend_cache import file_sha256
 
-_FILES = ".files.json"  # inside a datum's output: sizes of what it wrote, to detect damage on resume
+_FILES = ".files.json"  # inside a datum's output: size and SHA-256 of what it wrote, checked on resume
 
 
 class DatumStore:
@@ -41,32 +43,41 @@ class DatumStore:
         (self.root / "datums" / pipeline).mkdir(parents=True, exist_ok=True)
 
     def is_done(self, pipeline: str, ident: str) -> bool:
-        """Done means committed and undamaged: every file it wrote still has its recorded size."""
+        """Done means committed and undamaged: every file it wrote still has its recorded size and hash.
+
+        Checked before every reuse, the merged frames included (the merger's datum is checked
+        on each run before its frames are delivered); a record without hashes (an older
+        farm's) counts as damaged, so its datum runs again once.
+        """
         folder = self.datum_dir(pipeline, ident)
         record = folder / _FILES
         if not record.exists():
             return False
-        sizes = json.loads(record.read_text(encoding="utf-8"))
-        for rel, size in sizes.items():
+        try:
+            written = json.loads(record.read_text(encoding="utf-8"))
+        except ValueError:
+            written = None
+        for rel, entry in (written or {"": None}).items():
             path = folder / rel
-            if not path.is_file() or path.stat().st_size != size:
-                self.log(f"{pipeline}: output {rel} is damaged; the datum will run again")
+            if not (isinstance(entry, list) and path.is_file() and path.stat().st_size == entry[0]
+                    and file_sha256(path) == entry[1]):
+                self.log(f"{pipeline}: output {rel or _FILES} is damaged; the datum will run again")
                 shutil.rmtree(folder, ignore_errors=True)
                 return False
-        self._files[(pipeline, ident)] = list(sizes)
+        self._files[(pipeline, ident)] = list(written)
         return True
 
     def commit(self, pipeline: str, ident: str, out: Path | str) -> None:
         """Move a finished datum's /pfs/out into the store in one rename.
 
         Runs once per tile on the hand-off's critical path, so it spends few system
-        calls: the size record is written in place (``out`` is private until the
-        rename), and ``make_room`` has made the store's folder.
+        calls: the record (a tile's hash costs well under a millisecond) is written in place
+        (``out`` is private until the rename), and ``make_room`` has made the store's folder.
         """
-        sizes = {rel: os.stat(path).st_size for rel, path in _visible_files(out)}
+        written = {rel: [os.stat(path).st_size, file_sha256(Path(path))] for rel, path in _visible_files(out)}
         with open(os.path.join(out, _FILES), "w", encoding="utf-8") as record:
-            record.write(json.dumps(dict(sorted(sizes.items()))))
-        self._files[(pipeline, ident)] = list(sizes)
+            record.write(json.dumps(dict(sorted(written.items()))))
+        self._files[(pipeline, ident)] = list(written)
         destination = self.datum_dir(pipeline, ident)
         try:
             os.replace(out, destination)
