@@ -278,6 +278,16 @@ class _NoTransfer(transfer.FileTransferer):
             pass
 
 
+def libraries_that_are_not_files(blend: Path) -> list[Path]:
+    """The libraries ``blend`` links that are pipes or devices: Blender, opening ``blend``, would wait on one
+    for ever, so ``prepare`` refuses them first. Read with BAT, without Blender."""
+    try:
+        found = _unreadable_libraries(blend)
+    except (*_UNREADABLE, ImportError):  # Blender then says what is wrong with the blend itself
+        return []
+    return sorted(path for path, (_, reason) in found.items() if reason == _NOT_REGULAR)
+
+
 def _unreadable_libraries(blend: Path) -> dict[Path, tuple[bytes, str]]:
     """The libraries ``blend`` links that BAT cannot read (truncated, not a blend, a pipe): BAT's trace
     opens every library whose data-blocks are linked, and one it cannot read would end the trace."""
@@ -288,7 +298,7 @@ def _unreadable_libraries(blend: Path) -> dict[Path, tuple[bytes, str]]:
             if not path.exists():
                 continue  # missing: named by the packer
             if not _regular(path):
-                found[path] = (block.id_name, "not a regular file")
+                found[path] = (block.id_name, _NOT_REGULAR)
                 continue
             try:
                 blendfile.open_cached(path)
@@ -316,6 +326,7 @@ def _without_libraries(blend: Path, unreadable: dict[Path, tuple[bytes, str]]) -
 
 
 _UNREADABLE_SUFFIX = ".unreadable"
+_NOT_REGULAR = "not a regular file"
 
 
 def _asset_files(path: Path, usages: list[result.BlockUsage]) -> list[Path]:

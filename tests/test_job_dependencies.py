@@ -240,6 +240,12 @@ def test_what_cannot_travel_is_named_missing_with_its_reason_and_never_read(tmp_
     assert direct.summary().endswith(", 1 from outside the scene's folder")  # far.png
     assert f"{tmp_path}/home (it holds the scene's own folder;" in "\n".join(direct.missing)
 
+    library = tmp_path / "home" / "libs" / "lib_c.library"
+    library.unlink()
+    os.mkfifo(library)  # Blender would wait on it for ever while opening the scene
+    with pytest.raises(BadInput, match=f"its library {library} is not a regular file"):
+        prepare(blend, tmp_path / "state")
+
 
 def test_two_bakes_of_one_modifier_travel_and_what_was_never_baked_is_not_missing(tmp_path):
     """The second bake has a folder of its own; a node bake and a particle disk cache were never baked."""

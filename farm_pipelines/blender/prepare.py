@@ -15,7 +15,7 @@ from pathlib import Path
 
 import bpy
 
-from farm_pipelines import blender_versions
+from farm_pipelines import blender_versions, dependencies
 from farm_pipelines.atomic_files import atomic_path, write_text
 from farm_pipelines.blender import devices, entry, session
 from farm_pipelines.errors import BadInput
@@ -23,6 +23,9 @@ from farm_pipelines.job import JobSettings
 
 
 def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
+    if pipes := dependencies.libraries_that_are_not_files(source):
+        raise BadInput(f"{source}: its library {pipes[0]} is not a regular file (a pipe or a device); "
+                       "put the .blend itself there")
     scene = session.open_untrusted(source)
     saved_with = session.saved_with_version()
     # The copy is saved by this Blender, and the local farm's workers are this Blender too.
