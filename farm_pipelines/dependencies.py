@@ -283,7 +283,7 @@ def libraries_that_are_not_files(blend: Path) -> list[Path]:
     for ever, so ``prepare`` refuses them first. Read with BAT, without Blender."""
     try:
         found = _unreadable_libraries(blend)
-    except (*_UNREADABLE, ImportError):  # Blender then says what is wrong with the blend itself
+    except Exception:  # noqa: BLE001 - any file BAT cannot read (corrupt zstd too): Blender then says what is wrong
         return []
     return sorted(path for path, (_, reason) in found.items() if reason == _NOT_REGULAR)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import job_folder, liveness
+from farm_pipelines import job_folder, liveness, out_claim
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
@@ -60,6 +60,7 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
                                    warn=lambda message: emit(Caution(message)), gpu_backend=gpu_backend)
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
+    out_claim.check(out_dir, job)
     _check_state_dir(state)
     with _disk_full_is_failure(f"writing farm state in {state}"), \
             job_lock(state, job.name, lambda message: emit(Info(message))), \
@@ -88,6 +89,8 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
     frames: list[Path] = []
 
     def on_frame(frame: int, path: Path) -> None:
+        if not frames:
+            out_claim.claim(out_dir, job)
         frames.append(path)
         emit(FrameDone(frame, path))
 

@@ -99,3 +99,17 @@ def test_a_negative_frame_range_works_with_a_space(tmp_path, state):
     done = farm("render", blend, "--frames", "-3--1", "--whole-frame", "--out", tmp_path / "out", state=state)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["-00001.png", "-00002.png", "-00003.png"]
+
+
+def test_a_second_scene_into_the_same_out_is_refused_and_the_same_one_may_rerun(tmp_path, state):
+    first = make_scene(tmp_path / "first.blend", size=[16, 16], frames=[1, 1])
+    second = make_scene(tmp_path / "second.blend", size=[16, 16], frames=[1, 1], color=[0.1, 0.8, 0.2])
+    out = tmp_path / "frames"
+    assert farm("render", first, "--whole-frame", "--out", out, state=state).returncode == 0
+    before = (out / "000001.png").read_bytes()
+    refused = farm("render", second, "--whole-frame", "--out", out, state=state)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "holds the frames of another job ('first')" in refused.stderr
+    assert (out / "000001.png").read_bytes() == before
+    again = farm("render", first, "--whole-frame", "--out", out, state=state)
+    assert again.returncode == 0, again.stderr
