@@ -132,6 +132,7 @@ class _JobPacker(pack.Packer):
             return
         if not usage.is_sequence and not _regular(asset_path):
             self._missing(usage, f"{asset_path} (not a regular file)")
+            self._point_away(asset_path, usage)
             return
         self._remember_pointer(usage)
         super()._visit_asset(asset_path, usage)
@@ -148,6 +149,14 @@ class _JobPacker(pack.Packer):
                 self._missing(usage, str(asset_path))
             return
         super()._visit_sequence(asset_path, usage)
+
+    def _point_away(self, asset_path: Path, usage: result.BlockUsage) -> None:
+        """The job's blend names ``files/not-carried/<name>`` instead, which does not exist: a renderer that
+        opened the pipe or device itself could wait on it for ever. Nothing is copied there (``_send_to_target``)."""
+        action = self._actions[asset_path]
+        action.usages.append(usage)
+        action.path_action = pack.PathAction.FIND_NEW_LOCATION
+        action.new_path = Path(self._target_path, "files", "not-carried", asset_path.name)
 
     def _refused_folder(self, folder: Path) -> str | None:
         """Why a folder must not be carried whole: it is ``/``, the home folder, a system one, or holds the scene."""

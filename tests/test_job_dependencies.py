@@ -216,11 +216,17 @@ def test_what_cannot_travel_is_named_missing_with_its_reason_and_never_read(tmp_
     broken = tmp_path / "home" / "libs" / "broken.blend"
     broken.write_bytes(broken.read_bytes()[:4096])
 
-    _, facts = prepare(blend, tmp_path / "state")
+    folder, facts = prepare(blend, tmp_path / "state")
 
     carried = facts["carried"]
     assert sorted(Path(f.path).name for f in carried.files) == [
         "baked.blend", "baked.png", "far.png", "lib_c.library", "lib_c.png"]
+    try:  # the job's renderers never open the pipe or the device: the job's blend names no such file
+        named = {usage.block_name: usage.abspath for usage in trace.deps(folder / "scene.blend")}
+    finally:
+        blendfile.close_all_cached()
+    for block, name in [(b"IMPipe", "pipe.png"), (b"IMZero", "zero"), (b"IMFolder", "folder_image")]:
+        assert named[block] == folder / "files" / "not-carried" / name and not named[block].exists(), named
     missing = "\n".join(carried.missing)
     for line in [f"{tmp_path}/home/folder_image (not a regular file) (image \"Folder\")",
                  "/dev/zero (not a regular file) (image \"Zero\")",
