@@ -2,38 +2,44 @@
 
 Frames are named by number only (``000001.png``), so two scenes rendered into the same
 folder would overwrite each other's frames, silently and frame by frame. The first
-frame a job delivers writes a small claim file beside its frames; a later job of
-another name (another scene file or scene) is then refused before anything renders.
+frame a job delivers records, in the farm's state (never in the user's folder), which
+job the folder's frames belong to; a later job of another name (another scene file or
+scene) is then refused before anything renders, while the folder still holds frames.
 The same job again (a rerun, an edited scene) may write there: it replaces its own frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.errors import BadInput
 from farm_pipelines.job import Job
 
-#: The claim file in an output folder.
-CLAIM = ".pachyderm-farm-job.json"
+_FRAME = re.compile(r"^-?\d+\.\w+$")  # ``000001.png``, ``-00003.exr``: what the farm delivers
 
 
-def check(out_dir: Path, job: Job) -> None:
-    """Refuse ``out_dir`` if another job's frames are in it."""
-    claim = out_dir / CLAIM
+def _record(state: Path, out_dir: Path) -> Path:
+    return state / "out-claims" / f"{hashlib.sha256(str(out_dir).encode()).hexdigest()[:24]}.json"
+
+
+def check(state: Path, out_dir: Path, job: Job) -> None:
+    """Refuse ``out_dir`` if it holds frames another job delivered there."""
     try:
-        owner = json.loads(claim.read_text(encoding="utf-8"))
+        owner = json.loads(_record(state, out_dir).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return  # no claim (a new folder, or one the farm never wrote frames to)
-    if owner.get("job") != job.name:
+        return  # the farm never delivered frames there
+    if owner.get("job") == job.name or not out_dir.is_dir():
+        return
+    if any(_FRAME.match(path.name) for path in out_dir.iterdir()):
         raise BadInput(f"{out_dir}: holds the frames of another job ({owner.get('display_name', '?')!r}); "
                        "choose another output folder (--out) or empty that one, so neither overwrites the other")
 
 
-def claim(out_dir: Path, job: Job) -> None:
-    """Mark ``out_dir`` as holding ``job``'s frames; done once, with its first frame."""
-    path = out_dir / CLAIM
-    if not path.exists():
-        write_text(path, json.dumps({"job": job.name, "display_name": job.display_name}))
+def claim(state: Path, out_dir: Path, job: Job) -> None:
+    """Record that ``out_dir`` holds ``job``'s frames; done with its first frame."""
+    write_text(_record(state, out_dir), json.dumps({"job": job.name, "display_name": job.display_name,
+                                                    "folder": str(out_dir)}))

@@ -60,8 +60,8 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
                                    warn=lambda message: emit(Caution(message)), gpu_backend=gpu_backend)
     display = display_name or blend.stem
     job = Job(job_name_for(display, str(blend)), display, settings)
-    out_claim.check(out_dir, job)
     _check_state_dir(state)
+    out_claim.check(state, out_dir, job)
     with _disk_full_is_failure(f"writing farm state in {state}"), \
             job_lock(state, job.name, lambda message: emit(Info(message))), \
             backend.starting(job.name):
@@ -90,7 +90,7 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
 
     def on_frame(frame: int, path: Path) -> None:
         if not frames:
-            out_claim.claim(out_dir, job)
+            out_claim.claim(state, out_dir, job)
         frames.append(path)
         emit(FrameDone(frame, path))
 

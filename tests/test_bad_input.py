@@ -113,3 +113,6 @@ def test_a_second_scene_into_the_same_out_is_refused_and_the_same_one_may_rerun(
     assert (out / "000001.png").read_bytes() == before
     again = farm("render", first, "--whole-frame", "--out", out, state=state)
     assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["000001.png"]  # nothing of the farm's own in the folder
+    (out / "000001.png").unlink()  # emptied, as the message says: the other scene may go there now
+    assert farm("render", second, "--whole-frame", "--out", out, state=state).returncode == 0
