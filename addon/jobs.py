@@ -73,7 +73,7 @@ class FarmJob:
                                        warn=lambda message: self.events.put(Caution(message)))
         render(sub.blend, sub.settings, sub.out_dir, backend=backend, workers=sub.workers, host=sub.host,
                on_event=self.events.put, cancel=self.cancel, display_name=sub.display_name,
-               gpu_backend=sub.gpu_backend)
+               gpu_backend=sub.gpu_backend, source_folder=sub.source_folder)
 
 
 def _unexpected(failure: Exception) -> str:

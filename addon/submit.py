@@ -44,6 +44,7 @@ class Submission:
     workers: int | None
     pachyderm: Pachyderm | None
     gpu_backend: str = "auto"  # the local farm's, from the preferences (``preferences.gpu_backend``)
+    source_folder: Path | None = None  # the artist's .blend folder; ``blend`` is a copy elsewhere
 
 
 def from_context(context: bpy.types.Context) -> Submission:
@@ -73,6 +74,7 @@ def from_context(context: bpy.types.Context) -> Submission:
         workers=prefs.local_workers or None,
         pachyderm=pachyderm,
         gpu_backend=preferences.gpu_backend(context),
+        source_folder=Path(bpy.data.filepath).parent if bpy.data.filepath else None,
     )
 
 

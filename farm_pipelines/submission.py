@@ -39,9 +39,10 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
            workers: int | None = None, host: Host | None = None,
            on_event: Callable[[FarmEvent], None] | None = None, cancel: threading.Event | None = None,
            display_name: str | None = None, state_dir: Path | None = None,
-           gpu_backend: str | None = None) -> list[Path]:
+           gpu_backend: str | None = None, source_folder: Path | None = None) -> list[Path]:
     """Render ``blend`` on the farm into ``out_dir/<frame:06d>.<ext>``; returns the frame paths.
 
+    ``source_folder`` is the artist's scene folder when ``blend`` is a copy saved elsewhere (the add-on's).
     ``gpu_backend`` is the local farm's Cycles backend for GPU scenes (``gpu.parse_backend``;
     default ``FARM_GPU_BACKEND``, else auto); a cluster's is set by ``farm deploy --gpu-backend``.
 
@@ -65,15 +66,17 @@ def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backen
     with _disk_full_is_failure(f"writing farm state in {state}"), \
             job_lock(state, job.name, lambda message: emit(Info(message))), \
             backend.starting(job.name):
-        return _submit(blend, job, out_dir, state, backend, host, emit, cancel)
+        return _submit(blend, job, out_dir, state, backend, host, emit, cancel, source_folder)
 
 
 def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend, host: Host,
-            emit: Callable[[FarmEvent], None], cancel: threading.Event) -> list[Path]:
+            emit: Callable[[FarmEvent], None], cancel: threading.Event,
+            source_folder: Path | None = None) -> list[Path]:
     asked = job.settings.tile
     costs = Costs.from_env(cluster=not isinstance(backend, LocalFarm))
     job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend), costs,
-                                        speeds=lambda gpu_scene: worker_speeds(backend, gpu_scene))
+                                        speeds=lambda gpu_scene: worker_speeds(backend, gpu_scene),
+                                        source_folder=source_folder)
     if asked.auto:
         width, height = facts["frame_size"]
         fast = sum(speed > 1 for speed in worker_speeds(backend, facts["gpu"]))
@@ -167,12 +170,15 @@ def check_out_dir(out_dir: Path) -> Path:
 
 def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int,
                 costs: Costs | None = None,
-                speeds: Callable[[bool], list[float]] | None = None) -> tuple[Job, Path, dict]:
+                speeds: Callable[[bool], list[float]] | None = None,
+                source_folder: Path | None = None) -> tuple[Job, Path, dict]:
     """Check the scene and make its self-contained job folder; keep the previous one if nothing changed.
 
     An ``auto`` tile size becomes a concrete one here, from the frame size and count
     prepare reports, the farm's ``workers`` and its per-tile ``costs`` (the local farm's by
     default; a cluster pays more per datum), so job.json always names a size.
+    ``source_folder`` is the artist's scene folder (default: ``blend``'s; the add-on submits a copy
+    saved elsewhere): no bake folder holding it is carried, and files from outside it are counted.
     Returns the job, its folder and prepare's facts, with ``carried``: what the folder holds
     besides scene.blend and what is missing (``--strict`` makes a missing file bad input).
 
@@ -189,7 +195,7 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
         saved.parent.mkdir()
         facts = _run_prepare(blend, saved, job.settings, host)
         fresh = Path(staging) / "job"
-        carried = carry(saved, fresh, store, facts.pop("users"))
+        carried = carry(saved, fresh, store, facts.pop("users"), source_folder=source_folder or blend.parent)
         if carried.missing and job.settings.strict:
             raise BadInput(f"{blend}: missing files: {'; '.join(carried.missing)} "
                            "(drop --strict to render without them)")
