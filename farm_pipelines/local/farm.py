@@ -256,8 +256,9 @@ class LocalFarm:
         target = self.job_files(job.name)
         if job_files.resolve() == target.resolve():
             return
-        before = (target / "job.json").read_bytes() if (target / "job.json").exists() else None
-        if before != (job_files / "job.json").read_bytes():
+        before, after = ((folder / "job.json").read_bytes() if (folder / "job.json").exists() else None
+                         for folder in (target, job_files))
+        if before != after:
             # Another scene or other settings under this job's name: the frames merged for the old one
             # are not this run's, and a run that fails before merging must not deliver them.
             shutil.rmtree(self.repos / "merger" / job.name, ignore_errors=True)
