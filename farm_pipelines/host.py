@@ -60,6 +60,15 @@ class Host:
             return self.module_argv(cmd[2], *cmd[3:])
         return list(cmd), {}
 
+    def run_to_result(self, module: str, args: list[str], result: os.PathLike, what: str) -> tuple[int, str]:
+        """Run ``python -m module args`` here in a scratch folder of its own until it writes ``result``
+        (``liveness.run_to_result``: a process that stalls is ended); its exit code and stderr."""
+        from farm_pipelines import liveness  # only the submitting side runs Blender to a result
+
+        argv, extra = self.module_argv(module, *args)
+        with self.scratch() as scratch:
+            return liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result, what)
+
     @staticmethod
     @contextmanager
     def scratch() -> Iterator[dict[str, str]]:

@@ -445,8 +445,8 @@ class PachydermBackend:
         """How many tiles and frames the splitter planned for this job (other jobs share the repos)."""
         commit = pach_pfs.Commit(repo="splitter", id=commit_id)
         glob = self._client.glob_file
-        facts = self._maybe("read the job's scene facts", self._read, "read the job's scene facts", commit,
-                            f"/{job_name}/scene.json")
+        facts = self._maybe("read the job's scene facts", lambda: self._client.get_file(
+            commit, f"/{job_name}/scene.json").read())
         return {"tiles": len(self._maybe_list("count the job's tiles", glob, commit, f"/{job_name}/tiles/*")),
                 "frames": len(self._maybe_list("count the job's frames", glob, commit, f"/{job_name}/frames/*")),
                 "gpu": int(bool(facts and json.loads(facts).get("gpu")))}

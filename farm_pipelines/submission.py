@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import job_folder, liveness, out_claim
+from farm_pipelines import job_folder, out_claim
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
@@ -221,11 +221,9 @@ def _resolve_tile(settings: JobSettings, facts: dict, speeds: list[float], costs
 
 def _run_prepare(blend: Path, destination: Path, settings: JobSettings, host: Host) -> dict:
     result = destination.with_name("prepare.json")
-    argv, extra = host.module_argv("farm_pipelines.blender.prepare", str(blend), str(destination),
-                                   json.dumps(settings.to_json()), str(result))
-    with host.scratch() as scratch:
-        code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
-                                              f"preparing {blend.name}")
+    code, stderr = host.run_to_result("farm_pipelines.blender.prepare",
+                                      [str(blend), str(destination), json.dumps(settings.to_json()), str(result)],
+                                      result, f"preparing {blend.name}")
     if code == 2:
         raise BadInput(_last_error(stderr) or f"{blend}: cannot be prepared")
     detail = _last_error(stderr) or f"Blender exited with code {code}"

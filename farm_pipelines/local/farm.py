@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import gpu, job_folder, liveness
+from farm_pipelines import gpu, job_folder
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
@@ -109,11 +109,9 @@ class LocalFarm:
         self.root.mkdir(parents=True, exist_ok=True)
         result = self.root / "gpu-probe.json"
         result.unlink(missing_ok=True)
-        argv, extra = self.host.module_argv("farm_pipelines.blender.devices", str(result))
         try:
-            with self.host.scratch() as scratch:
-                code, stderr = liveness.run_to_result(argv, {**os.environ, **extra, **scratch}, result,
-                                                      "listing this machine's GPUs")
+            code, stderr = self.host.run_to_result("farm_pipelines.blender.devices", [str(result)], result,
+                                                   "listing this machine's GPUs")
         except FarmFailure as stalled:  # a driver that hangs Cycles' enumeration
             code, stderr = -1, str(stalled)
         if code != 0 or not result.exists():
