@@ -13,10 +13,18 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from farm_pipelines.blend_cache import file_sha256
-from farm_pipelines.dependencies import Carried
 from farm_pipelines.job import JobSettings
+
+if TYPE_CHECKING:  # workers read the layout without the tracer's dependencies
+    from farm_pipelines.dependencies import Carried
+
+
+def scene_blend(job_dir: Path) -> Path:
+    """The blend a stage opens in a job folder (``/pfs/blends/<job>`` on a worker)."""
+    return job_dir / "scene.blend"
 
 
 def fingerprint(blend: Path, carried: Carried, settings: JobSettings) -> str:

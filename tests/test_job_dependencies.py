@@ -27,7 +27,7 @@ from farm_pipelines.errors import BadInput
 from farm_pipelines.file_store import FileStore
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
-from farm_pipelines.submission import prepare_job
+from farm_pipelines.preparation import prepare_job
 
 FRAMES = [1, 2, 3]
 

@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from farm_pipelines import merge, pfs
+from farm_pipelines import job_folder, merge, pfs
 from farm_pipelines.atomic_files import write_text
 from farm_pipelines.blender import entry, session
 from farm_pipelines.blender.encode import FrameEncoder
@@ -38,7 +38,7 @@ def merge_datum() -> None:
     manifests_dir = pfs.input_path("splitter") / "frames"
     tiles_dirs = pfs.tile_dirs()
     job = Job.load(job_dir / "job.json")
-    encoder = FrameEncoder(session.open_untrusted(job_dir / "scene.blend"), job.settings.file_format)
+    encoder = FrameEncoder(session.open_untrusted(job_folder.scene_blend(job_dir)), job.settings.file_format)
     out = pfs.output_dir() / job.name
     manifests = sorted((FrameManifest.load(p) for p in manifests_dir.glob("*/manifest.json")),
                        key=lambda m: m.frame)

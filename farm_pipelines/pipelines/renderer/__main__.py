@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from farm_pipelines import pfs
+from farm_pipelines import job_folder, pfs
 from farm_pipelines.blender import entry
 from farm_pipelines.blender.render_tile import TileRenderer
 from farm_pipelines.errors import BadInput, FarmFailure
@@ -49,7 +49,7 @@ def _render(renderer: TileRenderer, jobs: dict[tuple, Job], tile_path: Path) -> 
     else:  # a tile cut before the splitter recorded its job (pachd keeps a pipeline's old outputs)
         job = _job(job_dir / "job.json", jobs)
         name, saved_with = job.name, job.saved_with
-    renderer.load(job_dir / "scene.blend", saved_with, datum.get("blend_sha256"))
+    renderer.load(job_folder.scene_blend(job_dir), saved_with, datum.get("blend_sha256"))
     tile = TileSpec.from_json(datum)
     frame = int(datum["frame"])
     chunk = SampleChunk.from_json(datum["chunk"]) if datum.get("chunk") else None

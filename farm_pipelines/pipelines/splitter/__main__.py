@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from farm_pipelines import pfs
+from farm_pipelines import job_folder, pfs
 from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender import devices, entry, session
 from farm_pipelines.errors import BadInput
@@ -27,7 +27,7 @@ from farm_pipelines.worker_api import run_batched
 def split_datum() -> None:
     job_dir = pfs.input_path("blends")
     job = Job.load(job_dir / "job.json")
-    blend = job_dir / "scene.blend"
+    blend = job_folder.scene_blend(job_dir)
     blend_sha256 = file_sha256(blend)
     scene = session.open_untrusted(blend)
     session.require_camera(scene, blend)
