@@ -14,7 +14,6 @@ by name), behind a Denoise node set like Cycles' denoiser if the scene denoises.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import bpy
@@ -28,16 +27,19 @@ _PREFILTER = {"NONE": "None", "FAST": "Fast", "ACCURATE": "Accurate"}
 _QUALITY = {"HIGH": "High", "BALANCED": "Balanced", "FAST": "Fast"}
 
 
+def set_file_format(settings: bpy.types.ImageFormatSettings, file_format: str) -> None:
+    """Blender 5.0 takes the media type first (a VIDEO scene accepts only FFMPEG as its file format)."""
+    if hasattr(settings, "media_type"):
+        settings.media_type = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
+    settings.file_format = file_format
+
+
 class FrameEncoder:
     def __init__(self, scene: bpy.types.Scene, file_format: str | None = None) -> None:
         self.scene = scene
         render = scene.render
-        if file_format:
-            render.image_settings.file_format = file_format
-        elif render.is_movie_format:
-            print(f"warning: scene {scene.name!r} writes a movie; the farm writes PNG frames instead",
-                  file=sys.stderr, flush=True)
-            render.image_settings.file_format = "PNG"
+        if file_format or render.is_movie_format:  # a movie is written as frames (prepare's "movie" fact)
+            set_file_format(render.image_settings, file_format or "PNG")
         cycles = scene.cycles
         self.denoise = render.engine == "CYCLES" and cycles.use_denoising
         self.denoiser = (cycles.denoising_input_passes, cycles.denoising_prefilter, cycles.denoising_quality)

@@ -9,7 +9,9 @@ carries every file it needs into the job folder, each content stored once.
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import bpy
 from farm_pipelines import blender_versions, dependencies
 from farm_pipelines.atomic_files import atomic_path, write_text
 from farm_pipelines.blender import devices, entry, session
-from farm_pipelines.errors import BadInput
+from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import JobSettings
 
 
@@ -37,14 +39,16 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     frames = settings.frames.frames(scene.frame_start, scene.frame_end, scene.frame_step)
     if not frames:
         raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
+    if scene.render.use_multiview:
+        raise BadInput(f"{source}: scene {scene.name!r} renders stereo or multi-view, which the farm does not "
+                       "(it renders one view); turn off Stereoscopy in Output Properties")
     if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":
         raise BadInput(f"{source}: --sample-chunks needs Cycles; scene {scene.name!r} renders with "
                        f"{scene.render.engine}")
     session.use_forward_slashes()
     session.absolute_cache_folders()
     users = session.users_of_files()
-    with atomic_path(destination) as tmp:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False, relative_remap=True)
+    _save_copy(source, destination)
     return {
         "frames": frames,
         "frame_size": list(session.frame_size(scene)),
@@ -52,14 +56,40 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "users": users,
         "saved_with": saved_with,
         "gpu": devices.asks_for_gpu(scene),  # --tile auto then counts GPU workers as fast ones
+        "movie": session.movie_output(scene, settings.file_format),
     }
+
+
+def _save_copy(source: Path, destination: Path) -> None:
+    """Save the job's copy; a full disk is named as such.
+
+    Blender writes ``<name>@`` and renames it: when the write runs out of space it reports
+    only that the rename found no file. So a failed save asks whether the disk has room
+    for as many bytes as the source takes; if not, that is why.
+    """
+    try:
+        with atomic_path(destination) as tmp:
+            bpy.ops.wm.save_as_mainfile(filepath=str(tmp), copy=True, compress=False, relative_remap=True)
+    except RuntimeError:
+        if shutil.disk_usage(destination.parent).free >= source.stat().st_size:
+            raise
+        raise FarmFailure(_disk_full(destination.parent)) from None
+
+
+def _disk_full(folder: Path) -> str:
+    return f"disk full while saving the job's copy of the scene in {folder}; free some space and run again"
 
 
 def main() -> None:
     source, destination, settings_json, result_json = sys.argv[-4:]
     settings = JobSettings.from_json(json.loads(settings_json))
-    result = prepare(Path(source), Path(destination), settings)
-    write_text(Path(result_json), json.dumps(result))
+    try:
+        result = prepare(Path(source), Path(destination), settings)
+        write_text(Path(result_json), json.dumps(result))
+    except OSError as error:  # the result, or Blender's own writes
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise FarmFailure(_disk_full(Path(destination).parent)) from None
 
 
 if __name__ == "__main__":

@@ -167,3 +167,15 @@ def _kind(item: bpy.types.ID) -> str:
     kind = getattr(item, "id_type", type(item).__name__).lower().replace("_", " ")
     return {"nodetree": "node group", "cachefile": "cache file", "movieclip": "movie clip",
             "vectorfont": "font", "font": "font"}.get(kind, kind)
+
+
+def movie_output(scene: bpy.types.Scene, file_format: str | None) -> dict | None:
+    """What a scene that writes a movie asks for, or None: the farm renders it as image frames
+    (``file_format``, else PNG) and encodes the movie from them (``farm_pipelines.movie``)."""
+    render = scene.render
+    if not render.is_movie_format:
+        return None
+    ffmpeg = render.ffmpeg
+    return {"file_format": render.image_settings.file_format, "container": ffmpeg.format, "codec": ffmpeg.codec,
+            "crf": ffmpeg.constant_rate_factor, "fps": render.fps, "fps_base": render.fps_base,
+            "frames_format": file_format or "PNG"}
