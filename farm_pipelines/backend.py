@@ -39,14 +39,18 @@ class Backend(Protocol):
         """Held while the job is being prepared, before ``run``: time to start workers early."""
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event) -> None:
-        """Upload ``job_files`` (``scene.blend`` and ``job.json``) as ``/<job.name>/`` of the ``blends``
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
+        """Upload ``job_files`` (the job folder, ``job_folder``) as ``/<job.name>/`` of the ``blends``
         repo, then block until the merger has finished the job.
 
-        Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
+        ``on_frame(frame, file)`` is called with each frame merged while the job runs, as soon as
+        the backend has it (a readable file, which the caller copies); ``fetch_frames`` then gets
+        the rest. Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
         """
 
-    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
-        """Copy or download every merged frame into ``out_dir/<frame:06d>.<ext>`` atomically,
-        calling ``on_frame(frame, path)`` after each. Returns the merger's per-frame errors, if any.
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
+                     skip: frozenset[int] = frozenset()) -> list[str]:
+        """Copy or download every merged frame not in ``skip`` into ``out_dir/<frame:06d>.<ext>``
+        atomically, calling ``on_frame(frame, path)`` after each. Returns the merger's per-frame
+        errors, if any (``merged_frames``).
         """

@@ -116,7 +116,8 @@ def mixed_specs(specs: list[dict], gpu_share: float) -> list[dict]:
         tiles = next(child["pfs"] for child in spec["input"]["join"] if child["pfs"]["name"] == "splitter")
         tiles["glob"] = gpus.tile_glob(digits)
     joined = merger["input"]["join"]
-    joined.append({"pfs": {"name": RENDERER_INPUTS[1], "repo": GPU_RENDERER, "glob": "/(*)", "join_on": "$1"}})
+    joined.append({"pfs": {"name": RENDERER_INPUTS[1], "repo": GPU_RENDERER, "glob": "/(*)", "join_on": "$1",
+                           "lazy": True}})
     for child in joined:
         child["pfs"]["outer_join"] = True
     return [splitter, renderer, gpu_renderer, merger]

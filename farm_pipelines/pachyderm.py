@@ -29,6 +29,7 @@ from python_pachyderm import pfs as pach_pfs
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
+from farm_pipelines import merged_frames
 from farm_pipelines.backend import Progress
 from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
@@ -58,7 +59,6 @@ _DOWNLOAD_ATTEMPTS = 5
 _TRANSFER_ERRORS = (grpc.RpcError, ConnectionError, requests.RequestException, urllib3.exceptions.HTTPError)
 _TERMINAL = {pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_KILLED, pps_pb2.JOB_UNRUNNABLE}
 _TILE_PATH = re.compile(r"^/?([^/]+)/tiles/([^/]+)\.json$")
-_FRAME_FILE = re.compile(r"^(-?\d+)\.[A-Za-z0-9]+$")
 
 
 def parse_address(address: str, tls: bool | None = None) -> tuple[str, int, bool]:
@@ -302,7 +302,7 @@ class PachydermBackend:
         return contextlib.nullcontext()  # the pipelines' pods are up already
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event) -> None:
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
         self._require_pipelines()
         self.check_workers_read(job, Path(job_files) / "scene.blend")
         commit_id = self.upload(job, Path(job_files))
@@ -501,7 +501,8 @@ class PachydermBackend:
             failures.append(FailedDatum(pipeline, datum.datum.id, owner, what, lines))
         return failures
 
-    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
+                     skip: frozenset[int] = frozenset()) -> list[str]:
         """Download the frames of the job ``run`` uploaded, from that job's own merger commit.
 
         Every commit of a job set has the id of the commit that started it: pachd's
@@ -522,19 +523,29 @@ class PachydermBackend:
         if not files:
             raise FarmFailure(f"job {job.name} has no merged frames in its commit {commit_id[:12]} on pachd at "
                               f"{self.address}: see `pachctl list job {commit_id}`")
-        frames = sorted((int(m.group(1)), info) for info in files
+        frames = sorted((frame, info) for info in files
                         if info.file_type == pfs_pb2.FileType.FILE
-                        and (m := _FRAME_FILE.match(PurePosixPath(info.file.path).name)))
+                        and (frame := merged_frames.frame_of(PurePosixPath(info.file.path).name)) is not None)
         out_dir.mkdir(parents=True, exist_ok=True)
         for frame, info in frames:
+            if frame in skip:
+                continue
             destination = out_dir / PurePosixPath(info.file.path).name
             self._download(commit, info, destination)
             on_frame(frame, destination)
-        errors: list[str] = []
-        for info in files:
-            if PurePosixPath(info.file.path).name == "failed.json":
-                errors = [str(e) for e in json.loads(self._read("read failed.json", commit, info.file.path))]
-        return errors
+        return [self._read("read a frame's failure", commit, info.file.path).decode("utf-8", "replace")
+                for info in self._frame_failures(commit, job.name, files)]
+
+    def _frame_failures(self, commit: pach_pfs.Commit | tuple[str, str], job_name: str,
+                        listing: list) -> list:
+        """The merger's ``/<job>/failed/<frame>.txt`` files (``merged_frames``), if the job has any."""
+        if not any(info.file_type == pfs_pb2.FileType.DIR
+                   and PurePosixPath(info.file.path).name == merged_frames.FAILED_DIR for info in listing):
+            return []
+        return sorted((info for info in self._maybe_list(f"list the failed frames of job {job_name}",
+                                                         self._client.list_file, commit,
+                                                         f"/{job_name}/{merged_frames.FAILED_DIR}")
+                       if info.file_type == pfs_pb2.FileType.FILE), key=lambda info: info.file.path)
 
     def _download(self, commit: pach_pfs.Commit, info: pfs_pb2.FileInfo, destination: Path) -> None:
         """Download into a partial file named after the content hash, resuming it; rename when complete."""
@@ -613,9 +624,8 @@ class PachydermBackend:
             outputs = self._maybe_list(f"list the frames of job {name}", self._client.list_file,
                                        (MERGER, BRANCH), f"/{name}")
             names = [PurePosixPath(o.file.path).name for o in outputs]
-            failed = (len(json.loads(self._read("read failed.json", (MERGER, BRANCH), f"/{name}/failed.json")))
-                      if "failed.json" in names else 0)
-            jobs.append(JobStatus(name, display, sum(1 for n in names if _FRAME_FILE.match(n)), failed))
+            failed = len(self._frame_failures((MERGER, BRANCH), name, outputs))
+            jobs.append(JobStatus(name, display, sum(merged_frames.frame_of(n) is not None for n in names), failed))
         return jobs
 
     def clean(self, job_name: str) -> str:

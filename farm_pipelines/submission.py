@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from farm_pipelines import out_claim
+from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
 from farm_pipelines.dependencies import Carried
@@ -85,27 +86,36 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
     for missing in carried.missing:
         emit(Caution(f"missing file: {missing} (the farm renders without it)"))
 
-    frames: list[Path] = []
+    frames: dict[int, Path] = {}
+    lock = threading.Lock()
 
     def on_frame(frame: int, path: Path) -> None:
-        if not frames:
-            out_claim.claim(state, out_dir, job)
-        frames.append(path)
+        with lock:
+            if not frames:
+                out_claim.claim(state, out_dir, job)
+            frames[frame] = path
         emit(FrameDone(frame, path))
 
+    def on_merged(frame: int, merged: Path) -> None:
+        """A frame merged while the job runs: into ``out_dir`` at once, under a temporary name first."""
+        destination = out_dir / merged.name
+        with _disk_full_is_failure(f"writing frames to {out_dir}"):
+            copy_file(merged, destination)
+        on_frame(frame, destination)
+
     try:
-        backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel)
+        backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel, on_merged)
     except FarmFailure:
         if not cancel.is_set():  # keep the frames that did finish, then report what failed
             with contextlib.suppress(FarmFailure, OSError):  # the run's error says more than the fetch's
-                backend.fetch_frames(job, out_dir, on_frame)
+                backend.fetch_frames(job, out_dir, on_frame, frozenset(frames))
         raise
     with _disk_full_is_failure(f"writing frames to {out_dir}"):
-        errors = backend.fetch_frames(job, out_dir, on_frame)
+        errors = backend.fetch_frames(job, out_dir, on_frame, frozenset(frames))
     if errors:
         raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
     emit(Done(f"{len(frames)} frame(s) in {out_dir}"))
-    return frames
+    return [frames[frame] for frame in sorted(frames)]
 
 
 @contextmanager

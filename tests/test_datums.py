@@ -41,10 +41,13 @@ def test_renderer_join_pairs_each_tile_with_its_own_jobs_blend_only(tmp_path):
         assert tile.path.startswith(blend.path + "/tiles/")
 
 
-def test_merger_gets_one_datum_per_job_with_all_three_inputs(tmp_path):
-    datums = enumerate_datums(load_spec("merger")["input"], _repos(tmp_path))
+def test_merger_gets_one_datum_per_frame_with_its_jobs_blend_and_tiles(tmp_path):
+    repos = _repos(tmp_path)
+    _touch(repos, "splitter/alpha/frames/000002/manifest.json", "renderer/alpha/000002/0000.exr")
+    datums = enumerate_datums(load_spec("merger")["input"], repos)
     assert [[i.path for i in d.inputs] for d in datums] == [
-        ["/alpha", "/alpha", "/alpha"], ["/beta", "/beta", "/beta"]]
+        ["/alpha", "/alpha/frames/000001", "/alpha"], ["/alpha", "/alpha/frames/000002", "/alpha"],
+        ["/beta", "/beta/frames/000007", "/beta"]]
 
 
 def test_scope_limits_a_run_to_one_job(tmp_path):

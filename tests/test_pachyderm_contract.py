@@ -568,7 +568,7 @@ def seed_frames(fake: FakePachd, commit_id: str | None = None) -> dict[str, byte
     """
     frames = {f"/{JOB.name}/{n:06d}.exr": hashlib.sha256(bytes([n])).digest() * 12_000 for n in (1, 2)}
     fake.files["merger"] = dict(frames)
-    fake.files["merger"][f"/{JOB.name}/failed.json"] = json.dumps(["frame 3: tile 1 missing"]).encode()
+    fake.files["merger"][f"/{JOB.name}/failed/000003.txt"] = b"frame 3: tile 1 missing"
     fake.files["merger"]["/other-job/000001.exr"] = b"not ours"
     if commit_id is not None:
         fake.commit_files[("merger", commit_id)] = dict(fake.files["merger"])

@@ -132,10 +132,13 @@ def test_renderer_pairs_each_tile_with_its_own_jobs_blend_only():
         assert datum["blends"] == "/" + datum["splitter"].split("/")[1]
 
 
-def test_merger_joins_each_job_once_across_all_three_repos():
+def test_merger_has_one_datum_per_frame_with_its_own_jobs_blend_and_tiles():
     datums = _join_datums(load_spec("merger"))
-    assert datums == [{"blends": "/a", "splitter": "/a", "renderer": "/a"},
-                      {"blends": "/b", "splitter": "/b", "renderer": "/b"}]
+    assert datums == [{"blends": "/a", "splitter": "/a/frames/000001", "renderer": "/a"},
+                      {"blends": "/a", "splitter": "/a/frames/000002", "renderer": "/a"},
+                      {"blends": "/b", "splitter": "/b/frames/000007", "renderer": "/b"}]
+    lazy = {item["pfs"]["name"] for item in load_spec("merger")["input"]["join"] if item["pfs"].get("lazy")}
+    assert lazy == {"renderer"}  # a frame's datum fetches only the tiles it opens
 
 
 def test_splitter_sees_one_job_per_datum():

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import gpu, job_folder
+from farm_pipelines import gpu, job_folder, merged_frames
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
@@ -27,6 +27,7 @@ from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
 from farm_pipelines.local.faithful import FaithfulStage
+from farm_pipelines.local.frame_merges import FrameMerges
 from farm_pipelines.local.pachd_rules import new_id
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
@@ -147,36 +148,46 @@ class LocalFarm:
                 pool.stop()
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event) -> None:
-        """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does)."""
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
+        """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does).
+
+        Each frame is merged as soon as its tiles are done (``frame_merges``) and handed to
+        ``on_frame(frame, merged file)`` while the renderers go on.
+        """
         if self.faithful:
             self._run_faithful(job, Path(job_files), on_progress, cancel)
             return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
+        merges: FrameMerges | None = None
         try:
             self._put_job(job, Path(job_files))
-            failed: dict[str, dict[str, str]] = {}
-            for name in PIPELINES:
-                failed[name] = self.run_pipeline(name, job.name, tracker, cancel, warm.get(name))
-                if name == "splitter":
-                    if failed[name]:
-                        raise FarmFailure(f"splitting failed: {next(iter(failed[name].values()))}")
-                    tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
-                    warm["renderer"].scheduler.one_device_per_frame = self._mixes_devices(job.name)
-                    # Blender starts while the tiles render; it then waits on NextDatum for its datum.
-                    warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)  # one per job
+            failed_split = self.run_pipeline("splitter", job.name, tracker, cancel, warm["splitter"])
+            if failed_split:
+                raise FarmFailure(f"splitting failed: {next(iter(failed_split.values()))}")
+            tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
+            renderers = warm["renderer"]
+            renderers.scheduler.one_device_per_frame = self._mixes_devices(job.name)
+            # Blender starts while the tiles render; it then waits on NextDatum for each frame.
+            warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)
+            merges = FrameMerges(self, job.name, tracker, warm["merger"], on_frame or (lambda frame, path: None))
+            renderers.scheduler.on_settled = merges.tile_settled
+            failed_tiles = self.run_pipeline("renderer", job.name, tracker, cancel, renderers,
+                                             before_feed=merges.expect)
+            tracker.stage("merger", total=tracker.frames_total, done=0)
+            failed_merges = merges.finish()
         finally:
             for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
                 pool.stop()
+            if merges:
+                merges.remove_view()
         tracker.done(len(self._merged_frames(job.name)))
-        failed_tiles = failed["renderer"]
         if failed_tiles:
             first = sorted(failed_tiles.items())[0]
             raise FarmFailure(f"{len(failed_tiles)} tile(s) failed after retries; first: "
                               f"{describe_datum(first[0])}: {first[1]}")
-        if failed["merger"]:
-            raise FarmFailure(f"merging failed: {next(iter(failed['merger'].values()))}")
+        if failed_merges:
+            raise FarmFailure(f"merging failed: {next(iter(failed_merges.values()))}")
 
     def _run_faithful(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
                       cancel: threading.Event) -> None:
@@ -230,14 +241,17 @@ class LocalFarm:
         return tracker, {"splitter": WorkerPool(self, "splitter", job_name, tracker, datums=1),  # one per job
                          "renderer": WorkerPool(self, "renderer", job_name, tracker)}
 
-    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None]) -> list[str]:
+    def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
+                     skip: frozenset[int] = frozenset()) -> list[str]:
         out_dir = Path(out_dir)
         for frame, source in self._merged_frames(job.name):
+            if frame in skip:
+                continue
             destination = out_dir / source.name
             copy_file(source, destination)
             on_frame(frame, destination)
-        failed = self.repos / "merger" / job.name / "failed.json"
-        return json.loads(failed.read_text(encoding="utf-8")) if failed.exists() else []
+        failed = self.repos / "merger" / job.name / merged_frames.FAILED_DIR
+        return [path.read_text(encoding="utf-8") for path in sorted(failed.glob("*.txt"))] if failed.is_dir() else []
 
     # -- jobs and repos --------------------------------------------------------------------------
 
@@ -277,19 +291,21 @@ class LocalFarm:
         folder = self.repos / "merger" / job_name
         frames = []
         for path in folder.glob("*") if folder.exists() else []:
-            stem = path.name.split(".")[0]
-            if path.is_file() and stem.lstrip("-").isdigit() and not path.name.startswith("."):
-                frames.append((int(stem), path))
+            frame = merged_frames.frame_of(path.name)
+            if frame is not None and path.is_file():
+                frames.append((frame, path))
         return sorted(frames)
 
     # -- pipelines -------------------------------------------------------------------------------
 
     def run_pipeline(self, name: str, scope: str, tracker: ProgressTracker | None = None,
-                     cancel: threading.Event | None = None, pool: WorkerPool | None = None) -> dict[str, str]:
+                     cancel: threading.Event | None = None, pool: WorkerPool | None = None,
+                     before_feed: Callable[[list[Task], list[Task]], None] | None = None) -> dict[str, str]:
         """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job.
 
-        ``pool`` holds workers started ahead of time; without one they start now. Returns the
-        datums that failed after all their tries: input paths -> last error.
+        ``pool`` holds workers started ahead of time; without one they start now.
+        ``before_feed(all tasks, pending tasks)`` hears of the datums before any is handed out.
+        Returns the datums that failed after all their tries: input paths -> last error.
         """
         tracker = tracker or ProgressTracker()
         cancel = cancel or threading.Event()
@@ -305,6 +321,8 @@ class LocalFarm:
         pool = pool or (WorkerPool(self, name, scope, tracker, len(pending)) if pending else None)
         scheduler = pool.scheduler if pool else Scheduler(0)
         self.store.make_room(name)
+        if before_feed:
+            before_feed(tasks, pending)
         scheduler.feed(pending)
         if pool:
             pool.wait(cancel)

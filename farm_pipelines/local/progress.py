@@ -1,8 +1,10 @@
 """A local run's progress: datum completions turned into ``Progress`` snapshots for the caller.
 
 The workers settle datums from many threads; this tracker counts them under one
-lock and estimates the time left from the rate of tiles rendered in this run, so
-tiles resumed from the store do not make the estimate look fast.
+lock and estimates the time left from the rates of tiles rendered and frames
+merged in this run, so work resumed from the store does not make the estimate look
+fast. Frames are merged while tiles render (``frame_merges``), so the estimate is
+the later of the tiles' and the frames' own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ProgressTracker:
         self.frames_total = self.frames_merged = 0
         self._started = time.monotonic()
         self._skipped = 0
+        self._merge_times: list[float] = []  # when each frame of this run settled
 
     def stage(self, name: str, total: int, done: int) -> None:
         with self._lock:
@@ -44,6 +47,14 @@ class ProgressTracker:
                 self.tiles_failed += int(failed)
         self._emit()
 
+    def frame_settled(self, fresh: bool = True) -> None:
+        """A frame was merged or failed to merge (``fresh``), or was found stored from an earlier run."""
+        with self._lock:
+            self.frames_merged += 1
+            if fresh:
+                self._merge_times.append(time.monotonic())
+        self._emit()
+
     def done(self, frames_merged: int) -> None:
         with self._lock:
             self.stage_name = "done"
@@ -52,11 +63,25 @@ class ProgressTracker:
 
     def _emit(self) -> None:
         with self._lock:
-            eta = None
-            rendered = self.tiles_done - self._skipped
-            if self.stage_name.startswith("renderer") and rendered > 0:
-                rate = rendered / max(1e-6, time.monotonic() - self._started)
-                eta = (self.tiles_total - self.tiles_done) / rate
             progress = Progress(self.stage_name, self.tiles_done, self.tiles_total, self.tiles_failed,
-                                self.frames_merged, self.frames_total, eta)
+                                self.frames_merged, self.frames_total, self._eta())
         self.on_progress(progress)
+
+    def _eta(self) -> float | None:
+        """Seconds left: the tiles at their rate, and the frames at theirs once two have merged."""
+        if self.stage_name not in ("renderer", "merger") and not self.stage_name.startswith("renderer"):
+            return None
+        now = time.monotonic()
+        estimates = []
+        rendered = self.tiles_done - self._skipped
+        if rendered > 0:
+            estimates.append((self.tiles_total - self.tiles_done) / (rendered / max(1e-6, now - self._started)))
+        if len(self._merge_times) >= 2:
+            # Frames merge as their tiles finish: their pace includes rendering, and it is what an artist waits for.
+            span = max(1e-6, self._merge_times[-1] - self._merge_times[0])
+            pace = span / (len(self._merge_times) - 1)
+            estimates.append(max(0.0, (self.frames_total - self.frames_merged) * pace - (now - self._merge_times[-1])))
+        elif self.stage_name == "merger" and self._merge_times:
+            estimates.append((self.frames_total - self.frames_merged) * max(1e-6, now - self._started)
+                             / max(1, len(self._merge_times)))
+        return max(estimates) if estimates else None

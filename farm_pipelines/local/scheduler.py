@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from farm_pipelines.datums import Datum
@@ -42,18 +43,48 @@ class Scheduler:
         self.gave_up: str | None = None  # why the first worker that could not go on stopped
         #: Keep every frame on one kind of device (``gpu.frame_digits`` says why); set before ``feed``.
         self.one_device_per_frame = False
+        self._settled: list[tuple[Task, str | None]] = []  # settled since ``on_settled`` last heard
         self._claims: dict[str, str] = {}  # frame -> the kind of worker that took its first tile
         self._live: collections.Counter[str] = collections.Counter()  # workers of each kind still running
+        #: Called with each task once it is settled (done, or failed for good), outside the lock:
+        #: the local farm hands a frame to the merger as its last tile settles.
+        self.on_settled: Callable[[Task, str | None], None] = lambda task, error: None
 
     def feed(self, tasks: list[Task]) -> None:
         """Add the stage's tasks, all at once; after this an empty queue means the stage is over."""
+        self.add(tasks)
+        self.close()
+
+    def add(self, tasks: list[Task]) -> None:
+        """Add tasks while the stage may still get more (the merger's frames, as their tiles finish)."""
         with self._cond:
             self._queue.extend(tasks)
-            self._open = False
-            if self.gave_up is not None:  # a worker failed before the tasks came: they share its fate
-                while self._queue:
-                    self.failed[self._queue.popleft().datum.key()] = self.gave_up
+            self._settle_if_given_up()
             self._cond.notify_all()
+        self._report()
+
+    def close(self) -> None:
+        """No more tasks will come: once the queue is empty and nothing is in flight, the stage is over."""
+        with self._cond:
+            self._open = False
+            self._cond.notify_all()
+
+    def _settle_if_given_up(self) -> None:
+        """A worker failed before these tasks came: they share its fate."""
+        if self.gave_up is not None:
+            while self._queue:
+                self._fail(self._queue.popleft(), self.gave_up)
+
+    def _fail(self, task: Task, error: str) -> None:
+        self.failed[task.datum.key()] = error
+        self._settled.append((task, error))
+
+    def _report(self) -> None:
+        """Tell ``on_settled`` of what settled, outside the lock (it may feed another stage)."""
+        with self._cond:
+            settled, self._settled = self._settled, []
+        for task, error in settled:
+            self.on_settled(task, error)
 
     def take(self, kind: str = "") -> Task | None:
         """The next task, waiting while others may still fail and come back; None when the stage is over.
@@ -70,7 +101,7 @@ class Scheduler:
                     task = self._queue[index]
                     del self._queue[index]
                     if self.one_device_per_frame:
-                        self._claims.setdefault(_frame_of(task), kind)
+                        self._claims.setdefault(frame_of(task), kind)
                     self._in_flight += 1
                     return task
                 if not self._queue and not (self._in_flight or self._open):
@@ -91,7 +122,7 @@ class Scheduler:
             return 0
         unopened: dict[str, int] = {}
         for index, task in enumerate(self._queue):
-            frame = _frame_of(task)
+            frame = frame_of(task)
             owner = self._claims.get(frame)
             if owner is None:
                 unopened.setdefault(frame, index)
@@ -126,9 +157,12 @@ class Scheduler:
                     self._queue.append(task)
                     settled = False
                 else:
-                    self.failed[task.datum.key()] = error
+                    self._fail(task, error)
+            else:
+                self._settled.append((task, None))
             self._cond.notify_all()
-            return settled
+        self._report()
+        return settled
 
     def requeue(self, task: Task) -> None:
         """Give back a task that was taken but never started; it is not an attempt."""
@@ -142,8 +176,9 @@ class Scheduler:
         tasks in flight settle as their workers report."""
         with self._cond:
             while self._queue:
-                self.failed[self._queue.popleft().datum.key()] = self.gave_up or error
+                self._fail(self._queue.popleft(), self.gave_up or error)
             self._cond.notify_all()
+        self._report()
 
     def give_up(self, task: Task | None, error: str) -> None:
         """A worker cannot go on: fail the task it holds, without retrying it, and the whole queue.
@@ -157,10 +192,11 @@ class Scheduler:
                 self._in_flight -= 1
                 task.attempts += 1
                 task.errors.append(error)
-                self.failed[task.datum.key()] = error
+                self._fail(task, error)
             while self._queue:
-                self.failed[self._queue.popleft().datum.key()] = error
+                self._fail(self._queue.popleft(), error)
             self._cond.notify_all()
+        self._report()
 
     def drained(self) -> bool:
         with self._cond:
@@ -172,7 +208,7 @@ class Scheduler:
             self._cond.notify_all()
 
 
-def _frame_of(task: Task) -> str:
+def frame_of(task: Task) -> str:
     """``.../tiles/000003_0007.json`` -> ``000003``: the frame a tile datum belongs to."""
     return task.datum.key().rsplit("/", 1)[-1].split("_", 1)[0]
 
