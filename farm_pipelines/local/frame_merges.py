@@ -50,6 +50,7 @@ class FrameMerges:
         self._waiting: dict[str, set[str]] = {}  # frame -> keys of its tiles not settled yet
         self.ids: list[str] = []  # this run's merger datums, published as the job's merger commit
         self.failures: dict[int, str] = {}  # frame -> why it was not merged
+        self.stored = 0  # frames found merged by an earlier run
         pool.scheduler.on_settled = self._merged
         farm.store.make_room("merger")
 
@@ -86,6 +87,8 @@ class FrameMerges:
         """Once the renderers are done: merge what is left; returns the merger datums that failed."""
         self.pool.scheduler.close()
         self.pool.wait(threading.Event())
+        if self.stored:
+            self.farm.log(f"merger: {self.stored} frame(s) were merged by an earlier run")
         self.farm.store.publish("merger", self.job, self.ids)
         return self.pool.scheduler.failed
 
@@ -113,6 +116,7 @@ class FrameMerges:
         read = Datum((blends, manifest, DatumInput("renderer", tiles_repo, f"/{self.job}/{frame}", self.job)))
         task = Task(datum, datum_id(read, self.farm.repos, self._salt, self.farm.store.file_hash))
         if self.farm.store.is_done("merger", task.id):
+            self.stored += 1
             self._merged(task, None, fresh=False)
         else:
             self.pool.scheduler.add([task])
