@@ -1,0 +1,172 @@
+"""Output formats a plain render writes that tiles cannot: an FFMPEG movie, stereo views, multilayer EXR.
+
+Each scene is the tiny test scene (32x18, 2 samples, 2 frames) set to that output by bpy, rendered
+through the CLI on the local farm and compared with plain Blender's render of the same scene.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import ROOT, farm, make_scene, read_image
+
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+import cv2  # noqa: E402
+
+from farm_pipelines import movie  # noqa: E402
+from farm_pipelines.job import JobSettings  # noqa: E402
+
+_OUTPUTS = {
+    # Blender 5.0 picks the media type first; a VIDEO scene then writes FFMPEG.
+    "ffmpeg": "im.media_type = 'VIDEO'\n"
+              "s.render.ffmpeg.format, s.render.ffmpeg.codec = 'MPEG4', 'H264'\n"
+              "s.render.ffmpeg.constant_rate_factor = 'HIGH'\n",
+    "stereo": "s.render.use_multiview = True\n",
+    "multilayer": "im.media_type = 'MULTI_LAYER_IMAGE'\n",
+}
+
+
+def scene_with_output(tmp_path: Path, kind: str) -> Path:
+    base = make_scene(tmp_path / "base.blend", size=[32, 18], samples=2, frames=[1, 2])
+    blend = tmp_path / f"{kind}.blend"
+    script = ("import bpy, sys\n"
+              "bpy.ops.wm.open_mainfile(filepath=sys.argv[-2], load_ui=False, use_scripts=False)\n"
+              "s = bpy.context.scene\n"
+              "im = s.render.image_settings\n"
+              + _OUTPUTS[kind] +
+              "bpy.ops.wm.save_as_mainfile(filepath=sys.argv[-1])\n")
+    subprocess.run([sys.executable, "-c", script, str(base), str(blend)], check=True, capture_output=True)
+    return blend
+
+
+def plain_render(blend: Path, out_dir: Path, frames: list[int], as_png: bool = False) -> dict[int, Path]:
+    """Plain Blender, whole frames; ``as_png``: the scene's output switched to PNG images, as an artist would."""
+    script = ("import bpy, sys\n"
+              "bpy.ops.wm.open_mainfile(filepath=sys.argv[-3], load_ui=False, use_scripts=False)\n"
+              "s = bpy.context.scene\n"
+              + ("s.render.image_settings.media_type = 'IMAGE'\ns.render.image_settings.file_format = 'PNG'\n"
+                 if as_png else "") +
+              "for frame in [int(f) for f in sys.argv[-1].split(',')]:\n"
+              "    s.frame_set(frame)\n"
+              "    s.render.filepath = f'{sys.argv[-2]}/{frame:06d}'\n"
+              "    bpy.ops.render.render(write_still=True)\n")
+    subprocess.run([sys.executable, "-c", script, str(blend), str(out_dir), ",".join(map(str, frames))],
+                   check=True, capture_output=True)
+    return {f: next(out_dir.glob(f"{f:06d}.*")) for f in frames}
+
+
+def prepare_facts(blend: Path, tmp_path: Path) -> dict:
+    """What prepare reports for ``blend``, from the real prepare entry point."""
+    result = tmp_path / "prepare.json"
+    subprocess.run([sys.executable, "-m", "farm_pipelines.blender.prepare", str(blend), str(tmp_path / "copy.blend"),
+                    json.dumps(JobSettings().to_json()), str(result)], check=True, capture_output=True, cwd=ROOT)
+    return json.loads(result.read_text())
+
+
+def movie_properties(path: Path) -> tuple[int, tuple[int, int], float, list[np.ndarray]]:
+    """Frame count, size and frame rate as a player decodes them (OpenCV's FFmpeg), and the frames."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), f"cannot decode {path}"
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    return len(frames), size, fps, frames
+
+
+def test_an_ffmpeg_scene_renders_as_png_frames_and_its_movie_is_encoded(tmp_path, state):
+    blend = scene_with_output(tmp_path, "ffmpeg")
+    out = tmp_path / "frames"
+
+    done = farm("render", blend, "--tile", "16", "--out", out, state=state)
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    frames = sorted(out.glob("*"))
+    assert [p.name for p in frames] == ["000001.png", "000002.png"]
+    reference = plain_render(blend, tmp_path / "plain", [1, 2], as_png=True)
+    for frame, whole in reference.items():
+        farm_frame, plain_frame = read_image(out / f"{frame:06d}.png"), read_image(whole)
+        assert farm_frame.shape == plain_frame.shape == (18, 32, 3)  # a movie scene is RGB
+        assert np.array_equal(farm_frame, plain_frame), f"frame {frame} differs from plain Blender's PNG"
+
+    facts = prepare_facts(blend, tmp_path)["movie"]
+    assert facts["container"] == "MPEG4" and facts["codec"] == "H264" and facts["frames_format"] == "PNG"
+    assert "PNG frames" in movie.describe(facts) and "24 fps" in movie.describe(facts)
+    warnings: list[str] = []
+    encoded = movie.encode_movie(frames, facts, out, warnings.append)
+
+    assert encoded == out / "000001-000002.mp4" and warnings == []
+    count, size, fps, decoded = movie_properties(encoded)
+    assert (count, size, fps) == (2, (32, 18), 24.0)
+    for image, frame in zip(decoded, frames, strict=True):  # H.264 is lossy: the same picture, near enough
+        assert np.abs(image.astype(int) - read_image(frame)[..., :3].astype(int)).mean() < 8
+    assert sorted(p.name for p in out.iterdir()) == ["000001-000002.mp4", "000001.png", "000002.png"]
+
+
+def test_the_movie_keeps_the_frame_rate_pads_odd_sizes_and_skips_no_frame(tmp_path):
+    """Frames 1, 4, 7 (a frame step) of 33x19 at 29.97 fps in Matroska: three frames, 34x20, as Flamenco pads."""
+    frames = []
+    for index, number in enumerate((1, 4, 7)):
+        image = np.full((19, 33, 3), 60 * index + 30, np.uint8)
+        frames.append(tmp_path / f"{number:06d}.png")
+        assert cv2.imwrite(str(frames[-1]), image)
+    facts = {"container": "MKV", "codec": "H264", "crf": "HIGH", "fps": 30, "fps_base": 1.001,
+             "frames_format": "PNG", "file_format": "FFMPEG"}
+    warnings: list[str] = []
+
+    encoded = movie.encode_movie(frames, facts, tmp_path / "out", warnings.append)
+
+    assert encoded == tmp_path / "out" / "000001-000007.mkv" and warnings == []
+    count, size, fps, decoded = movie_properties(encoded)
+    assert (count, size) == (3, (34, 20)) and abs(fps - 30000 / 1001) < 1e-3
+    levels = [float(image[5:15, 5:25].mean()) for image in decoded]  # each frame once, in order
+    assert all(abs(level - wanted) < 4 for level, wanted in zip(levels, (30, 90, 150), strict=True)), levels
+    assert str(movie.frame_rate(facts)) == "30000/1001"
+
+
+def test_without_ffmpeg_or_from_exr_frames_there_is_no_movie_and_a_line_says_why(tmp_path):
+    """A Python without imageio-ffmpeg (``-S``: no site-packages) and no ffmpeg on PATH."""
+    frame = tmp_path / "000001.png"
+    assert cv2.imwrite(str(frame), np.zeros((4, 4, 3), np.uint8))
+    facts = {"container": "MPEG4", "codec": "H264", "crf": "HIGH", "fps": 24, "fps_base": 1.0}
+    script = ("import sys; from pathlib import Path; from farm_pipelines import movie\n"
+              f"print(movie.encode_movie([Path({str(frame)!r})], {facts!r}, Path({str(tmp_path)!r}), print))\n")
+    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True, cwd=ROOT,
+                          env={"PATH": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "no movie: ffmpeg was not found (not on PATH, and the imageio-ffmpeg package is not installed); the frames "
+        "are all there: install ffmpeg and run the same command again to encode it", "None"]
+
+    exr = tmp_path / "000002.exr"
+    assert cv2.imwrite(str(exr), np.zeros((4, 4, 3), np.float32))
+    warnings: list[str] = []
+    assert movie.encode_movie([exr], facts, tmp_path, warnings.append) is None
+    assert warnings == ["no movie: the frames are .exr files, whose linear light ffmpeg would show as if it were "
+                        "an image's; render with --format png to get the movie too"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["000001.png", "000002.exr"]
+
+
+def test_a_stereo_scene_is_refused_before_anything_renders(tmp_path, state):
+    blend = scene_with_output(tmp_path, "stereo")
+    out = tmp_path / "frames"
+
+    done = farm("render", blend, "--tile", "16", "--out", out, state=state)
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"farm: error: {blend}: scene 'Scene' renders stereo or multi-view, which the farm does not "
+        "(it renders one view); turn off Stereoscopy in Output Properties"]
+    assert not out.exists()
+    assert not (state / "repos" / "renderer").exists() or not any((state / "repos" / "renderer").rglob("*.exr"))
