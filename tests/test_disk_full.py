@@ -67,3 +67,20 @@ def test_full_output_disk_is_one_line_and_leaves_no_partial_frame(tmp_path, stat
     reference = render_whole(blend, tmp_path / "whole", [1, 2])
     for frame, whole in reference.items():
         assert max_difference(out / f"{frame:06d}.png", whole) <= 1
+
+
+def test_full_disk_while_preparing_is_named(tmp_path, small_disk):
+    """The farm's state on a full disk: the job's copy of the scene cannot be saved, and the line says so."""
+    blend = make_scene(tmp_path / "scene.blend", size=[32, 18], frames=[1, 1])
+    state = small_disk / "state"
+    fill(small_disk, leave=16384)  # room for the state's first small files, not for the scene's copy
+
+    full = farm("render", blend, "--tile", "16", "--out", tmp_path / "frames", state=state)
+
+    assert full.returncode == 1, full.stderr
+    assert "Traceback" not in full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"farm: failed: {blend}: preparing the scene failed (disk full "
+                                                   f"while saving the job's copy of the scene in {state}/"), lines
+    assert lines[0].endswith("; free some space and run again)"), lines
+    assert not (tmp_path / "frames").exists()
