@@ -14,6 +14,8 @@ from farm_pipelines import cluster_commands
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.events import Caution, Detail
 from farm_pipelines.job import FORMATS, JobSettings, TileSize, parse_frames, parse_tile
+from farm_pipelines.local import cache
+from farm_pipelines.local.farm import default_state_dir
 from farm_pipelines.submission import render
 from farm_pipelines.terminal_progress import TerminalProgress
 
@@ -28,6 +30,16 @@ def _positive_int(text: str) -> int:
     if not (digits.isascii() and digits.isdigit()) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number above 0")
     return int(text)
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of days, 0 or more")
+    return days
 
 
 def _folder(text: str) -> Path:
@@ -86,7 +98,57 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--state-dir", type=_folder, help="local farm state (default: FARM_STATE_DIR or ~/.cache)")
     r.set_defaults(func=_render)
     cluster_commands.add_commands(commands)
+    _add_local_clean(commands.choices["clean"])
     return parser
+
+
+def _add_local_clean(clean: argparse.ArgumentParser) -> None:
+    """``farm clean`` cleans the local farm's state; ``farm clean JOB [--pachd]`` stays the cluster's."""
+    clean.description = ("Local farm: reclaim disk space in its state (one of --job, --older-than, --all, "
+                         "--limit; --list names the jobs). Never touches a job a render is running. "
+                         "With JOB (and --pachd): remove a job from a Pachyderm cluster's repos.")
+    for action in clean._actions:
+        if action.dest == "job":  # the cluster's JOB, optional now that the local options exist
+            action.nargs, action.default = "?", None
+    what = clean.add_mutually_exclusive_group()
+    what.add_argument("--job", dest="local_job", metavar="NAME",
+                      help="local: remove a job's prepared folder, repos, logs and stored datums")
+    what.add_argument("--older-than", type=_days, metavar="DAYS", help="local: remove everything unused for DAYS")
+    what.add_argument("--all", action="store_true", help="local: remove every job's files")
+    what.add_argument("--limit", metavar="SIZE", help="local: remove least recently used work until the state "
+                                                      "fits in SIZE (20G, 500M; default FARM_CACHE_LIMIT)")
+    what.add_argument("--list", action="store_true", help="local: name the jobs, oldest use first")
+    clean.add_argument("--state-dir", type=_folder, help="local farm state (default: FARM_STATE_DIR or ~/.cache)")
+    clean.set_defaults(func=_clean)
+
+
+def _clean(args: argparse.Namespace) -> int:
+    local = args.local_job is not None or args.older_than is not None or args.all or args.limit or args.list
+    if args.job is not None or args.pachd:
+        if local or args.state_dir:
+            raise BadInput("farm clean JOB is for a Pachyderm cluster; the local options (--job, --older-than, "
+                           "--all, --limit, --list, --state-dir) take no JOB")
+        return cluster_commands.clean_command(args)
+    if not local:
+        raise BadInput("say what to clean: --job NAME, --older-than DAYS, --all or --limit SIZE "
+                       "(farm clean --list names the jobs)")
+    state = args.state_dir or default_state_dir()
+    if not state.is_dir():
+        raise BadInput(f"{state}: no local farm state there; choose --state-dir or FARM_STATE_DIR")
+    if args.list:
+        for line in cache.job_summaries(state):
+            print(line)
+        return 0
+    limit = None
+    if args.limit:
+        limit = cache.parse_size(args.limit)
+        if limit is None:
+            raise BadInput("--limit none removes nothing; give a size such as 20G")
+    cleaned = cache.clean(state, job=args.local_job, older_than_days=args.older_than, everything=args.all,
+                          limit=limit)
+    for line in cleaned.lines():
+        print(line)
+    return 1 if args.local_job in cleaned.skipped else 0
 
 
 def settings_from(args: argparse.Namespace) -> JobSettings:

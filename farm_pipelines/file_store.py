@@ -7,6 +7,10 @@ name then renamed, so a user who edits the texture in place later never changes 
 job already prepared. It hashes the bytes it copies and keeps them under that hash:
 a file edited while the job was prepared is refused, never stored under another
 content's name.
+
+``farm clean`` and the cache cap remove stored files no job folder links any more
+(link count 1). One this store has just kept or found, but not linked yet, may go in
+between: ``link`` then stores it again from its source.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._hashes: dict[tuple[str, int, int, int], str] = {}
+        self._sources: dict[str, Path] = {}  # sha256 -> the file ``put`` was given, to store it again
 
     def sha256(self, path: Path) -> str:
         """The file's SHA-256, remembered while its inode, size and mtime stay the same."""
@@ -48,6 +53,7 @@ class FileStore:
         copy is hashed as it is written, and a difference means the file changed since.
         """
         sha256 = sha256 or self.sha256(source)
+        self._sources[sha256] = Path(source)
         if self.has(sha256):
             return sha256, False
         self.root.mkdir(parents=True, exist_ok=True)
@@ -71,6 +77,8 @@ class FileStore:
         """Make ``destination`` the stored file: a hard link, or a copy where links are refused."""
         destination.parent.mkdir(parents=True, exist_ok=True)
         source = self.root / sha256
+        if sha256 in self._sources and not source.is_file():  # a cleaner removed it since ``put``
+            self.put(self._sources[sha256], sha256)
         try:
             os.link(source, destination)
         except OSError:

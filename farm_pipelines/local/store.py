@@ -12,6 +12,7 @@ commit or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -22,7 +23,9 @@ from pathlib import Path
 
 from farm_pipelines.blend_cache import file_sha256
 
-_FILES = ".files.json"  # inside a datum's output: size and SHA-256 of what it wrote, checked on resume
+#: Inside a datum's output: size and SHA-256 of what it wrote, checked on resume. Its mtime is the
+#: datum's last use (its commit, or its last reuse), which the cache's least-recently-used eviction reads.
+RECORD = ".files.json"
 
 
 class DatumStore:
@@ -47,10 +50,12 @@ class DatumStore:
 
         Checked before every reuse, the merged frames included (the merger's datum is checked
         on each run before its frames are delivered); a record without hashes (an older
-        farm's) counts as damaged, so its datum runs again once.
+        farm's) counts as damaged, so its datum runs again once. A datum found done is reused:
+        its record's mtime is set to now, one system call, so the cache cap evicts the least
+        recently used datums first (``cache``).
         """
         folder = self.datum_dir(pipeline, ident)
-        record = folder / _FILES
+        record = folder / RECORD
         if not record.exists():
             return False
         try:
@@ -61,10 +66,12 @@ class DatumStore:
             path = folder / rel
             if not (isinstance(entry, list) and path.is_file() and path.stat().st_size == entry[0]
                     and file_sha256(path) == entry[1]):
-                self.log(f"{pipeline}: output {rel or _FILES} is damaged; the datum will run again")
+                self.log(f"{pipeline}: output {rel or RECORD} is damaged; the datum will run again")
                 shutil.rmtree(folder, ignore_errors=True)
                 return False
         self._files[(pipeline, ident)] = list(written)
+        with contextlib.suppress(OSError):  # a read-only state still resumes; it only forgets the use
+            os.utime(record)
         return True
 
     def commit(self, pipeline: str, ident: str, out: Path | str) -> None:
@@ -75,7 +82,7 @@ class DatumStore:
         (``out`` is private until the rename), and ``make_room`` has made the store's folder.
         """
         written = {rel: [os.stat(path).st_size, file_sha256(Path(path))] for rel, path in _visible_files(out)}
-        with open(os.path.join(out, _FILES), "w", encoding="utf-8") as record:
+        with open(os.path.join(out, RECORD), "w", encoding="utf-8") as record:
             record.write(json.dumps(dict(sorted(written.items()))))
         self._files[(pipeline, ident)] = list(written)
         destination = self.datum_dir(pipeline, ident)
@@ -113,7 +120,7 @@ class DatumStore:
 
     def _written(self, pipeline: str, ident: str) -> list[str]:
         if (pipeline, ident) not in self._files:
-            record = self.datum_dir(pipeline, ident) / _FILES
+            record = self.datum_dir(pipeline, ident) / RECORD
             self._files[(pipeline, ident)] = list(json.loads(record.read_text(encoding="utf-8")))
         return self._files[(pipeline, ident)]
 
@@ -124,6 +131,15 @@ class DatumStore:
         if key not in self._hashes:
             self._hashes[key] = file_sha256(path)
         return self._hashes[key]
+
+
+def recorded_files(folder: Path) -> list[str] | None:
+    """The files a stored datum's record lists (relative POSIX paths, each under its job's name), or None."""
+    try:
+        written = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return list(written) if isinstance(written, dict) else None
 
 
 def _visible_files(folder: Path | str) -> Iterator[tuple[str, str]]:
