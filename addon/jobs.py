@@ -150,13 +150,27 @@ def _apply(context: bpy.types.Context, state: FarmJobState, event: FarmEvent) ->
     elif isinstance(event, Detail):
         print(f"farm: {event.message}", file=sys.stderr)
     elif isinstance(event, FrameDone):
-        image = images.load_frame(Path(event.path))
-        item = state.frames.add()
-        item.frame, item.filepath, item.image = event.frame, str(event.path), image.name
-        images.show(context, image)
+        deliver_frame(context, state, event)
     elif isinstance(event, Caution):
         print(f"warning: {event.message}", file=sys.stderr)
         state.warnings = "\n".join(filter(None, [state.warnings, event.message]))
+
+
+def deliver_frame(context: bpy.types.Context, state: FarmJobState, event: FrameDone) -> None:
+    """A frame the farm delivered, the first time or again (a re-render): listed once, in frame order,
+    and shown in Blender at once (``images.deliver``)."""
+    item = next((item for item in state.frames if item.frame == event.frame), None)
+    if item is None:
+        item = state.frames.add()
+        item.frame = event.frame
+        index = sorted(entry.frame for entry in state.frames).index(event.frame)
+        state.frames.move(len(state.frames) - 1, index)
+        item = state.frames[index]
+    item.filepath = str(event.path)
+    delivered = sorted(entry.frame for entry in state.frames)
+    image = images.deliver(context, state.job_name, event.frame, Path(event.path), delivered, state.frames_total)
+    for entry in state.frames if image.source == "SEQUENCE" else [item]:
+        entry.image = image.name
 
 
 def _finish(state: FarmJobState, finished: Finished) -> None:

@@ -103,12 +103,22 @@ def draw_job(layout: bpy.types.UILayout, job: FarmJobState) -> None:
 
 
 def progress_text(job: FarmJobState) -> str:
-    """``Tiles 12/40, frames 1/2, ETA 1m 05s`` for the bar."""
-    text = f"Tiles {job.tiles_done}/{job.tiles_total}, frames {job.frames_merged}/{job.frames_total}"
+    """``3/10 frames, 2:05 left`` for the bar: frames are what an artist waits for, and the farm's ETA
+    runs through the merge of the last one. Before the first frame is known, the tiles say it moves."""
+    if job.frames_total:
+        text = f"{job.frames_merged}/{job.frames_total} frames"
+    else:
+        text = f"{job.tiles_done}/{job.tiles_total} tiles" if job.tiles_total else "Starting"
     if job.eta_seconds >= 0:
-        minutes, seconds = divmod(round(job.eta_seconds), 60)
-        text += f", ETA {minutes}m {seconds:02d}s" if minutes else f", ETA {seconds}s"
+        text += f", {clock(job.eta_seconds)} left"
     return text
+
+
+def clock(seconds: float) -> str:
+    """``2:05``, or ``1:02:05`` from an hour on."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 register, unregister = bpy.utils.register_classes_factory((FARM_UL_frames, RENDER_PT_farm))

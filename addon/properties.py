@@ -107,10 +107,20 @@ class FarmFrame(PropertyGroup):
 
 
 def _show_active_frame(job: FarmJobState, context: bpy.types.Context) -> None:
-    if 0 <= job.active_frame < len(job.frames):
-        image = bpy.data.images.get(job.frames[job.active_frame].image)
-        if image is not None:
-            images.show(context, image)
+    """Picking a finished frame shows it: a still in the Image Editor, a frame of a sequence by moving
+    the playhead to it (the artist asked to see that frame, and the editor follows the playhead)."""
+    if not 0 <= job.active_frame < len(job.frames):
+        return
+    item = job.frames[job.active_frame]
+    image = bpy.data.images.get(item.image)
+    if image is None:
+        return
+    if image.source != "SEQUENCE":
+        images.show(context, image)
+        return
+    frames = [entry.frame for entry in job.frames]
+    context.scene.frame_current = item.frame
+    images.show(context, image, span=(min(frames), max(frames)))
 
 
 class FarmJobState(PropertyGroup):

@@ -152,6 +152,16 @@ def pixels_of(image: bpy.types.Image) -> np.ndarray:
     return buffer.reshape(height, width, 4)
 
 
+def frame_pixels(image: bpy.types.Image, frame: int) -> np.ndarray:
+    """Frame ``frame`` of a job's image (a sequence, or a still), read through Blender. The bpy module
+    never draws an Image Editor, whose draw loads the frame it shows, so the frame is loaded by hand:
+    ``Image.scale`` to its own size reads file ``frame`` of the sequence."""
+    if image.source == "SEQUENCE":
+        height, width = cv2.imread(bpy.path.abspath(image.filepath), cv2.IMREAD_UNCHANGED).shape[:2]
+        image.scale(width, height, frame=frame)
+    return pixels_of(image)
+
+
 def file_pixels(path: Path) -> np.ndarray:
     """The file's pixels as Blender holds them: RGBA floats, bottom row first."""
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -161,14 +171,18 @@ def file_pixels(path: Path) -> np.ndarray:
 
 
 def assert_frames_loaded(job, out_dir: Path, size: tuple[int, int]) -> None:
-    """Every frame of the job is in bpy.data.images, the right size, with exactly the file's pixels."""
+    """Every frame of the job is a frame of its image sequence in bpy.data.images, the right size,
+    with exactly the file's pixels."""
     assert [item.frame for item in job.frames] == [1, 2]
+    assert len({item.image for item in job.frames}) == 1, "one image sequence per job"
     for item in job.frames:
         path = Path(item.filepath)
         assert path.parent == out_dir and path.is_file()
         image = bpy.data.images[item.image]
+        assert image.source == "SEQUENCE"
+        pixels = frame_pixels(image, item.frame)
         assert tuple(image.size) == size
-        np.testing.assert_allclose(pixels_of(image), file_pixels(path), atol=1e-6)
+        np.testing.assert_allclose(pixels, file_pixels(path), atol=1e-6)
 
 
 @pytest.fixture
@@ -205,7 +219,7 @@ def test_render_with_wait_loads_frames_and_leaves_the_session_alone(addon: Modul
     assert (job.tiles_done, job.tiles_total, job.frames_merged, job.fraction) == (8, 8, 2, 1.0)
     out_dir = Path(scene.render_farm.output_folder)
     assert_frames_loaded(job, out_dir, (64, 48))
-    alpha = pixels_of(bpy.data.images[job.frames[0].image])[..., 3]
+    alpha = frame_pixels(bpy.data.images[job.frames[0].image], 1)[..., 3]
     assert not alpha[:12].any() and alpha[12:36, 16:48].all(), "only the render region is rendered"
 
     assert "gone.png" in job.warnings
@@ -243,7 +257,7 @@ def test_timer_callback_drives_a_submitted_job(addon: ModuleType, scene: bpy.typ
     bpy.app.timers.unregister(addon.jobs.timer)  # Blender would have dropped it when it returned None
 
     assert job.state == "FINISHED", job.message
-    assert any(text.startswith("Tiles") for text in bars), bars
+    assert any(text.endswith(" frames") or " frames, " in text for text in bars), bars
     assert (job.tiles_done, job.frames_merged) == (2 * 2 * 3, 2)
     assert_frames_loaded(job, Path(farm.output_folder), (64, 48))
     assert all(item.filepath.endswith(".exr") for item in job.frames)
