@@ -173,3 +173,39 @@ def write_layers(path: Path, channels: dict[str, np.ndarray]) -> None:
     """One single-part multilayer OpenEXR (float, ZIP): Blender reads it as layers and passes."""
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     OpenEXR.File(header, channels).write(str(path))
+
+
+def as_plain_multilayer(path: Path, passes: dict[str, np.ndarray], composite_into: str | None) -> None:
+    """Rewrite, in place, Blender's multilayer EXR of a stitched frame as a plain render writes it.
+
+    The farm's encode renders nothing: Blender names the compositor's result layer ``Composite``
+    and writes the view layers as zeros, without most of their passes. A plain render writes
+    every pass of each view layer, and ``Composite`` only when the scene composites. So the
+    view layers are ``passes`` (the stitched pieces' channels the scene renders, by full name);
+    ``composite_into`` names the view layer whose Combined is the farm's result instead (a scene
+    that does not composite: the farm's tree is then that layer's Combined, denoised as Cycles
+    would) and drops ``Composite``. A channel keeps the type Blender wrote it in (depth is
+    always float), the file Blender's metadata, which it writes into the first part.
+    """
+    parts = OpenEXR.File(str(path), separate_channels=True).parts
+    written = {name: channel.pixels for part in parts for name, channel in part.channels.items()}
+    result = {name[len("Composite."):]: pixels for name, pixels in written.items() if name.startswith("Composite.")}
+    channels = dict(passes) if composite_into else {**{f"Composite.{n}": p for n, p in result.items()}, **passes}
+    if composite_into:
+        channels.update({f"{composite_into}.{name}": pixels for name, pixels in result.items()})
+    colour = next(iter(result.values())).dtype if result else np.float32
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for name, pixels in channels.items():
+        group = name.rpartition(".")[0]  # "ViewLayer.Depth.Z" -> part "ViewLayer.Depth"
+        kind = written[name].dtype if name in written else np.float32 if group.endswith(".Depth") else colour
+        grouped.setdefault(group, {})[name] = pixels.astype(kind, copy=False)
+    first = {key: value for key, value in parts[0].header.items() if key not in ("channels", "chunkCount", "name")}
+    rest = {key: first[key] for key in _PART_LAYOUT if key in first}
+    # The part's name goes in its header too: OpenEXR drops the argument once a header has a data window.
+    OpenEXR.File([OpenEXR.Part({**(first if index == 0 else rest), "name": group}, layer, group)
+                  for index, (group, layer) in enumerate(grouped.items())]).write(str(path))
+
+
+#: The header entries every part of a multilayer file has; the rest is the file's metadata.
+_PART_LAYOUT = ("compression", "dataWindow", "displayWindow", "lineOrder", "pixelAspectRatio",
+                "screenWindowCenter", "screenWindowWidth", "type", "colorInteropID")

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import OpenEXR
+import pytest
 from conftest import ROOT, farm, make_scene, read_image
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
@@ -28,6 +30,16 @@ _OUTPUTS = {
               "s.render.ffmpeg.constant_rate_factor = 'HIGH'\n",
     "stereo": "s.render.use_multiview = True\n",
     "multilayer": "im.media_type = 'MULTI_LAYER_IMAGE'\n",
+    # The compositor inverts the render; the view layer also writes its Depth pass.
+    "multilayer_composited": "im.media_type = 'MULTI_LAYER_IMAGE'\n"
+                             "s.view_layers[0].use_pass_z = True\n"
+                             "tree = bpy.data.node_groups.new('Invert', 'CompositorNodeTree')\n"
+                             "tree.interface.new_socket('Image', in_out='OUTPUT', socket_type='NodeSocketColor')\n"
+                             "layers, invert = tree.nodes.new('CompositorNodeRLayers'), "
+                             "tree.nodes.new('CompositorNodeInvert')\n"
+                             "tree.links.new(layers.outputs['Image'], invert.inputs[1])\n"
+                             "tree.links.new(invert.outputs[0], tree.nodes.new('NodeGroupOutput').inputs[0])\n"
+                             "s.compositing_node_group = tree\n",
 }
 
 
@@ -170,3 +182,36 @@ def test_a_stereo_scene_is_refused_before_anything_renders(tmp_path, state):
         "(it renders one view); turn off Stereoscopy in Output Properties"]
     assert not out.exists()
     assert not (state / "repos" / "renderer").exists() or not any((state / "repos" / "renderer").rglob("*.exr"))
+
+
+def exr_channels(path: Path) -> dict[str, np.ndarray]:
+    return {name: channel.pixels for part in OpenEXR.File(str(path), separate_channels=True).parts
+            for name, channel in part.channels.items()}
+
+
+@pytest.mark.parametrize(("kind", "tiling", "names"), [
+    ("multilayer", ["--tile", "16"], ["ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G",
+                                      "ViewLayer.Combined.R"]),
+    ("multilayer", ["--whole-frame"], ["ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G",
+                                       "ViewLayer.Combined.R"]),
+    ("multilayer_composited", ["--tile", "16"], [
+        "Composite.Combined.A", "Composite.Combined.B", "Composite.Combined.G", "Composite.Combined.R",
+        "ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R",
+        "ViewLayer.Depth.Z"]),
+])
+def test_multilayer_exr_has_the_layers_and_pixels_of_a_plain_render(tmp_path, state, kind, tiling, names):
+    """Layers named by the view layer (``ViewLayer.*``), ``Composite`` only where the scene composites."""
+    blend = scene_with_output(tmp_path, kind)
+    out = tmp_path / "frames"
+
+    done = farm("render", blend, *tiling, "--frames", "1", "--out", out, state=state)
+
+    assert done.returncode == 0, done.stderr
+    plain = exr_channels(plain_render(blend, tmp_path / "plain", [1])[1])
+    farmed = exr_channels(out / "000001.exr")
+    assert sorted(plain) == names
+    assert sorted(farmed) == names
+    for name in names:
+        assert farmed[name].dtype == plain[name].dtype, name
+        assert np.array_equal(farmed[name], plain[name]), f"{name}: max difference " \
+            f"{np.abs(farmed[name].astype(np.float64) - plain[name]).max()}"

@@ -17,7 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
+import numpy as np
 
+from farm_pipelines import merge
 from farm_pipelines.atomic_files import atomic_path
 from farm_pipelines.blender.compositor import compositor_for, mute_file_outputs
 from farm_pipelines.errors import FarmFailure
@@ -50,6 +52,8 @@ class FrameEncoder:
         render.resolution_percentage = 100
         render.use_compositing = True
         render.use_sequencer = False
+        self._first_layer = next((v.name for v in scene.view_layers if v.use), "")
+        self._passes_exr: Path | None = None  # the stitched passes of the frame being written
         # Each tree is built on first use and kept: only its image is re-read for the next frame.
         self._trees: dict[str, bpy.types.NodeTree] = {}
         self._images: dict[str, bpy.types.Image] = {}
@@ -61,6 +65,7 @@ class FrameEncoder:
     def encode(self, frame: int, linear_exr: Path, size: tuple[int, int], destination: Path) -> None:
         """Write an RGBA float frame through the scene's output path, untouched by its compositor."""
         image = self._image("linear", linear_exr)
+        self._passes_exr = None  # a whole frame travels as RGBA: only its Combined is known
         if "encode" not in self._trees:
             tree, output = self.compositor.new_tree("FarmEncode")
             node = tree.nodes.new("CompositorNodeImage")
@@ -73,6 +78,7 @@ class FrameEncoder:
     def composite(self, frame: int, layers_exr: Path, size: tuple[int, int], destination: Path) -> None:
         """Run the scene's compositor (and denoiser) once on a stitched multilayer frame and write it."""
         image = self._image("layers", layers_exr)
+        self._passes_exr = layers_exr
         if "farm" not in self._trees:
             self._trees["farm"] = self._farm_tree(image)
         self.compositor.show(self._trees["farm"])
@@ -97,6 +103,23 @@ class FrameEncoder:
             bpy.ops.render.render(write_still=True, scene=scene.name)
             if not tmp.exists():
                 raise FarmFailure(f"Blender wrote no image for frame {frame}")
+            if scene.render.image_settings.file_format == "OPEN_EXR_MULTILAYER":
+                merge.as_plain_multilayer(tmp, self._rendered_passes(frame),
+                                          None if self.scene_tree is not None else self._first_layer)
+
+    def _rendered_passes(self, frame: int) -> dict[str, np.ndarray]:
+        """The channels a plain render writes for the scene's view layers: the stitched pieces' (less the
+        denoising data the renderer stored for the farm's denoiser); a whole frame has only its Combined."""
+        if self._passes_exr is None:
+            if self.scene_tree is not None or _renders_more_than_combined(self.scene):
+                raise FarmFailure(f"frame {frame}: the scene writes its passes or composite to a multilayer EXR, "
+                                  "which a whole-frame render does not carry to the farm's merge; render it "
+                                  "in tiles smaller than the frame (--tile)")
+            return {}
+        channels = merge.read_layers(self._passes_exr) or {}
+        farm_only = [f"{layer.name}.Denoising " for layer in self.scene.view_layers
+                     if not layer.cycles.denoising_store_passes]
+        return {name: pixels for name, pixels in channels.items() if not name.startswith(tuple(farm_only))}
 
     def _farm_tree(self, image: bpy.types.Image) -> bpy.types.NodeTree:
         if self.scene_tree is not None:
@@ -104,7 +127,7 @@ class FrameEncoder:
         else:  # what a render without compositing writes: the first rendered view layer's Combined
             tree, output = self.compositor.new_tree("FarmComposite")
             layer = tree.nodes.new("CompositorNodeRLayers")
-            layer.layer = next(v.name for v in self.scene.view_layers if v.use)
+            layer.layer = self._first_layer
             tree.links.new(layer.outputs["Image"], output)
         for node in [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]:
             self._replace_render_layers(tree, node, image)
@@ -143,3 +166,16 @@ class FrameEncoder:
         else:  # Blender 4.5: node properties with Cycles' own identifiers
             denoise.prefilter, denoise.quality = prefilter, quality
         return denoise.outputs["Image"]
+
+
+def _renders_more_than_combined(scene: bpy.types.Scene) -> bool:
+    """Whether a multilayer EXR of this scene holds more than one view layer's Combined."""
+    layers = [layer for layer in scene.view_layers if layer.use]
+    if len(layers) != 1:
+        return True
+    layer = layers[0]
+    if layer.aovs or layer.lightgroups or layer.cycles.denoising_store_passes:
+        return True
+    flags = [(owner, name) for owner in (layer, layer.cycles, layer.eevee) for name in owner.bl_rna.properties.keys()
+             if name.startswith("use_pass_") and name not in ("use_pass_combined", "use_pass_cryptomatte_accurate")]
+    return any(getattr(owner, name) for owner, name in flags)
