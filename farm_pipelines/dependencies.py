@@ -17,12 +17,9 @@ hash (``blend_cache``) never renders with an old texture. Files go through the
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import shutil
 import struct
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from blender_asset_tracer import blendfile, bpathlib, pack, trace
@@ -30,73 +27,47 @@ from blender_asset_tracer.blendfile import exceptions
 from blender_asset_tracer.pack import transfer
 from blender_asset_tracer.trace import file_sequence, result
 
+from farm_pipelines import job_folder
+from farm_pipelines.carried import Carried, CarriedFile
+from farm_pipelines.carry_rules import farm_output, inside, real, refused_folder, regular, windows_only
 from farm_pipelines.file_store import FileStore
 
-#: ``C:\``, ``C:/`` or ``\\server\share``: a path only Windows can open.
-_WINDOWS_ABSOLUTE = re.compile(rb"^([A-Za-z]:[\\/]|\\\\)")
-#: Devices and kernel files: reading one may never end (``/dev/zero``, ``/proc/kcore``).
-_SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 #: What reading a truncated or foreign file makes BAT raise.
 _UNREADABLE = (OSError, EOFError, ValueError, struct.error, exceptions.BlendFileError, exceptions.SegmentationFault)
 
 
-@dataclass(frozen=True)
-class CarriedFile:
-    path: str  # inside the job folder, POSIX
-    sha256: str
-    size: int
-    new: bool  # the store did not have this content before
-
-
-@dataclass
-class Carried:
-    """What a job folder holds besides its scene.blend, and what it could not get."""
-
-    files: list[CarriedFile] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # each with the data-block that uses it
-    outside: int = 0  # files from outside the scene's folder (when ``carry`` was told the folder)
-
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.files)
-
-    def summary(self) -> str:
-        new = [f for f in self.files if f.new]
-        outside = f", {self.outside} from outside the scene's folder" if self.outside else ""
-        return (f"the job carries {len(self.files)} file(s), {_megabytes(self.size)} MB, "
-                f"{len(new)} new ({_megabytes(sum(f.size for f in new))} MB){outside}")
-
-
-def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str],
-          source_folder: Path | None = None) -> Carried:
-    """Write ``job_folder/scene.blend`` (``blend`` with its paths rewritten) and every file it needs.
+def carry(blend: Path, destination: Path, store: FileStore, users: dict[str, str],
+          source_folder: Path | None = None, out_dir: Path | None = None) -> Carried:
+    """Write ``destination`` (``blend`` with its paths rewritten) and every file it needs beside it.
 
     ``users`` names each data-block's users (``prepare`` reports them: ``"IMWood"`` ->
     ``image "Wood" of material "Table"``), so that a missing file says what uses it.
     ``source_folder`` is the folder of the scene the artist submitted (``blend`` may be a
     copy elsewhere): no bake folder that holds it is carried, and the summary counts the
-    files from outside it.
+    files from outside it. Nothing under ``out_dir`` (where the farm delivers this job's frames, which
+    the add-on shows as images) is carried, nor named missing: the blend names ``files/not-carried/``.
     """
     carried = Carried()
-    guarded = [Path(blend).parent, Path(job_folder)] + ([Path(source_folder)] if source_folder else [])
+    scene_dir = Path(destination).parent
+    guarded = [Path(blend).parent, scene_dir] + ([Path(source_folder)] if source_folder else [])
     unreadable = _unreadable_libraries(Path(blend))
     for path, (block_name, reason) in sorted(unreadable.items()):
         carried.missing.append(f"{path} (cannot be read: {reason}) ({_describe(block_name, users)})")
     traced = _without_libraries(Path(blend), unreadable) if unreadable else Path(blend)
-    packer = _JobPacker(traced, job_folder, store, guarded)
+    packer = _JobPacker(traced, scene_dir, store, guarded, out_dir)
     try:
         packer.strategise()
         packer.execute()
         for target, source in packer.sends.items():
-            relative = target.relative_to(job_folder).as_posix()
+            relative = target.relative_to(scene_dir).as_posix()
             if target == Path(packer.output_path):  # the blend itself, whatever the copy was called
-                job_folder.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, job_folder / "scene.blend")
+                scene_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
                 continue
             sha256, new = store.put(source, packer.hashes.get(source))
             store.link(sha256, target)
             carried.files.append(CarriedFile(relative, sha256, target.stat().st_size, new))
-            if source_folder and not _inside(source, Path(source_folder)):
+            if source_folder and not inside(source, Path(source_folder)):
                 carried.outside += 1
     finally:
         packer.close()
@@ -112,10 +83,12 @@ def carry(blend: Path, job_folder: Path, store: FileStore, users: dict[str, str]
 class _JobPacker(pack.Packer):
     """BAT's packer with the job folder's layout, files sent through the store, and users of missing files."""
 
-    def __init__(self, blend: Path, job_folder: Path, store: FileStore, guarded: list[Path]) -> None:
-        super().__init__(blend, blend.parent, str(job_folder))
+    def __init__(self, blend: Path, scene_dir: Path, store: FileStore, guarded: list[Path],
+                 out_dir: Path | None) -> None:
+        super().__init__(blend, blend.parent, str(scene_dir))
         self.store = store
-        self.guarded = [_real(p) for p in guarded]
+        self.guarded = [real(p) for p in guarded]
+        self.out_dir = out_dir
         self.sends: dict[Path, Path] = {}  # target -> source; BAT sends a sequence's first file twice
         self.hashes: dict[Path, str] = {}
         self.missing_usages: dict[str, list[result.BlockUsage]] = defaultdict(list)
@@ -124,13 +97,16 @@ class _JobPacker(pack.Packer):
     def _visit_asset(self, asset_path: Path, usage: result.BlockUsage) -> None:
         if asset_path.name.endswith(_UNREADABLE_SUFFIX):  # named by ``carry`` already
             return
-        if _WINDOWS_ABSOLUTE.match(bytes(usage.asset_path)) and os.name != "nt":
+        if windows_only(bytes(usage.asset_path)):
             self._missing(usage, f"{usage.asset_path.decode(errors='replace')} (a Windows path)")
+            return
+        if farm_output(asset_path, self.out_dir):
+            self._point_away(asset_path, usage)
             return
         if not usage.is_sequence and not asset_path.exists():
             self._missing(usage, str(asset_path))
             return
-        if not usage.is_sequence and not _regular(asset_path):
+        if not usage.is_sequence and not regular(asset_path):
             self._missing(usage, f"{asset_path} (not a regular file)")
             self._point_away(asset_path, usage)
             return
@@ -138,10 +114,13 @@ class _JobPacker(pack.Packer):
         super()._visit_asset(asset_path, usage)
 
     def _visit_sequence(self, asset_path: Path, usage: result.BlockUsage) -> None:
-        if _WINDOWS_ABSOLUTE.match(bytes(usage.asset_path)) and os.name != "nt":
+        if windows_only(bytes(usage.asset_path)):
             self._missing(usage, f"{usage.asset_path.decode(errors='replace')} (a Windows path)")
             return
-        if asset_path.is_dir() and (reason := self._refused_folder(asset_path)):
+        if farm_output(asset_path, self.out_dir):  # the add-on's growing sequence of finished frames
+            self._point_away(asset_path, usage)
+            return
+        if asset_path.is_dir() and (reason := refused_folder(asset_path, self.guarded)):
             self._missing(usage, f"{asset_path} ({reason}; give the bake a folder of its own)")
             return
         if not _sequence_files(asset_path):
@@ -152,22 +131,12 @@ class _JobPacker(pack.Packer):
 
     def _point_away(self, asset_path: Path, usage: result.BlockUsage) -> None:
         """The job's blend names ``files/not-carried/<name>`` instead, which does not exist: a renderer that
-        opened the pipe or device itself could wait on it for ever. Nothing is copied there (``_send_to_target``)."""
+        opened the pipe or device itself could wait on it for ever, and one that opened the farm's output
+        would read another job's frames. Nothing is copied there (``_send_to_target``)."""
         action = self._actions[asset_path]
         action.usages.append(usage)
         action.path_action = pack.PathAction.FIND_NEW_LOCATION
-        action.new_path = Path(self._target_path, "files", "not-carried", asset_path.name)
-
-    def _refused_folder(self, folder: Path) -> str | None:
-        """Why a folder must not be carried whole: it is ``/``, the home folder, a system one, or holds the scene."""
-        real = _real(folder)
-        if real == Path("/") or real == _real(Path.home()):
-            return "the root or home folder"
-        if any(_inside(real, system) for system in _SYSTEM_FOLDERS):
-            return "a system folder"
-        if any(_inside(guard, real) for guard in self.guarded):
-            return "it holds the scene's own folder"
-        return None
+        action.new_path = Path(self._target_path, job_folder.FILES, job_folder.NOT_CARRIED, asset_path.name)
 
     def _remember_pointer(self, usage: result.BlockUsage) -> None:
         """A ``char *`` path's address and room, read now: BAT's blocks for a node modifier's bakes are one
@@ -186,7 +155,8 @@ class _JobPacker(pack.Packer):
         self._trace_libraries()
         keys: dict[Path, str] = {}
         for path in self._new_location_paths:
-            self._actions[path].new_path = Path(self._target_path, "files", self._key(path, keys, set()), path.name)
+            self._actions[path].new_path = Path(self._target_path, job_folder.FILES, self._key(path, keys, set()),
+                                                path.name)
         self._drop_paths_without_room()
 
     def _drop_paths_without_room(self) -> None:
@@ -275,7 +245,9 @@ class _JobPacker(pack.Packer):
         return _NoTransfer()
 
     def _send_to_target(self, asset_path: Path, target: Path, may_move: bool = False) -> None:
-        if _regular(Path(asset_path)):  # a sequence's pattern may also match a folder or a pipe
+        if Path(target).parent == Path(self._target_path, job_folder.FILES, job_folder.NOT_CARRIED):
+            return  # pointed away: the farm's output, or a pipe or a device
+        if regular(Path(asset_path)):  # a sequence's pattern may also match a folder or a pipe
             self.sends[Path(target)] = Path(asset_path)
 
 
@@ -303,10 +275,10 @@ def _unreadable_libraries(blend: Path) -> dict[Path, tuple[bytes, str]]:
     found: dict[Path, tuple[bytes, str]] = {}
     try:
         for block in blendfile.open_cached(blend).find_blocks_from_code(b"LI"):
-            path = _real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
+            path = real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
             if not path.exists():
                 continue  # missing: named by the packer
-            if not _regular(path):
+            if not regular(path):
                 found[path] = (block.id_name, _NOT_REGULAR)
                 continue
             try:
@@ -326,7 +298,7 @@ def _without_libraries(blend: Path, unreadable: dict[Path, tuple[bytes, str]]) -
     try:
         bfile = blendfile.open_cached(copy, mode="r+b")
         for block in bfile.find_blocks_from_code(b"LI"):
-            path = _real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
+            path = real(bpathlib.BlendPath(block[b"name"]).absolute(bpathlib.BlendPath(blend.parent)).to_path())
             if path in unreadable:
                 block.set(b"name", bytes(block[b"name"]) + _UNREADABLE_SUFFIX.encode())
     finally:
@@ -346,22 +318,9 @@ def _asset_files(path: Path, usages: list[result.BlockUsage]) -> list[Path]:
 
 def _sequence_files(path: Path) -> list[Path]:
     try:
-        return [p for p in file_sequence.expand_sequence(path) if _regular(p)]
+        return [p for p in file_sequence.expand_sequence(path) if regular(p)]
     except file_sequence.DoesNotExist:
         return []
-
-
-def _regular(path: Path) -> bool:
-    """Only regular files travel: a pipe, a device or a kernel file could be read forever."""
-    return path.is_file() and not any(_inside(_real(path), system) for system in _SYSTEM_FOLDERS)
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return _real(path).is_relative_to(_real(folder))
 
 
 _KINDS = {b"IM": "image", b"MC": "movie clip", b"VO": "volume", b"CF": "cache file", b"LI": "library",
@@ -375,8 +334,3 @@ def _describe(block_name: bytes, users: dict[str, str]) -> str:
         return users[name]
     kind = _KINDS.get(block_name[:2], "data-block")
     return f'{kind} "{name[2:]}"' if block_name[:2] in _KINDS else f'{kind} "{name}"'
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f}"
-

@@ -1,8 +1,8 @@
 """Preparing a job: from the artist's .blend to the job's self-contained folder and prepare's facts.
 
 Blender (``farm_pipelines.blender.prepare``) checks the scene and saves a copy;
-``dependencies.carry`` makes it self-contained; the folder is kept from the last
-run while nothing that renders changed, so the farm's datum hashes stay the same.
+``dependencies.carry`` makes it self-contained; the scene folder is kept from the last
+run while nothing that renders changed, so the renderer's datum hashes stay the same.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from farm_pipelines import job_folder
+from farm_pipelines import blend_fingerprint, job_folder
 from farm_pipelines.atomic_files import write_text
+from farm_pipelines.carried import Carried
 from farm_pipelines.dependencies import carry
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.file_store import FileStore
@@ -27,21 +28,24 @@ from farm_pipelines.tiles import Box
 def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers: int,
                 costs: Costs | None = None,
                 speeds: Callable[[bool], list[float]] | None = None,
-                source_folder: Path | None = None) -> tuple[Job, Path, dict]:
-    """Check the scene and make its self-contained job folder; keep the previous one if nothing changed.
+                source_folder: Path | None = None, out_dir: Path | None = None) -> tuple[Job, Path, dict]:
+    """Check the scene and make its self-contained job folder; keep the previous scene if it renders the same.
 
     An ``auto`` tile size becomes a concrete one here, from the frame size and count
     prepare reports, the farm's ``workers`` and its per-tile ``costs`` (the local farm's by
     default; a cluster pays more per datum), so job.json always names a size.
     ``source_folder`` is the artist's scene folder (default: ``blend``'s; the add-on submits a copy
     saved elsewhere): no bake folder holding it is carried, and files from outside it are counted.
+    ``out_dir`` is where the job's frames go: a frame from there that the scene shows as an image
+    (the add-on loads finished frames) is neither carried nor named missing.
     Returns the job, its folder and prepare's facts, with ``carried``: what the folder holds
-    besides scene.blend and what is missing (``--strict`` makes a missing file bad input).
+    besides the blend and what is missing (``--strict`` makes a missing file bad input).
 
-    Blender's output is not byte-stable, so the folder is kept while the source, every file
-    it carries and the settings are the same: the farm's datum hashes then stay the same
-    and a rerun only renders what is missing. Carried files are hard links into
-    ``prepared/.files``, where each content is stored once.
+    Blender's output is not byte-stable, so the scene folder (blend and files) is kept while
+    the scene fingerprint (what renders: ``job_folder.scene_fingerprint``) is the same; other
+    settings then only rewrite ``job.json``, which the renderer does not read, so the renderer's
+    datum hashes stay the same and only missing tiles are rendered. Carried files are hard
+    links into ``prepared/.files``, where each content is stored once.
     """
     folder = prepared_root / job.name
     prepared_root.mkdir(parents=True, exist_ok=True)
@@ -51,20 +55,35 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
         saved.parent.mkdir()
         facts = _run_prepare(blend, saved, job.settings, host)
         fresh = Path(staging) / "job"
-        carried = carry(saved, fresh, store, facts.pop("users"), source_folder=source_folder or blend.parent)
+        carried = carry(saved, job_folder.scene_blend(fresh), store, facts.pop("users"),
+                        source_folder=source_folder or blend.parent, out_dir=out_dir)
         if carried.missing and job.settings.strict:
             raise BadInput(f"{blend}: missing files: {'; '.join(carried.missing)} "
                            "(drop --strict to render without them)")
         speeds_here = speeds(facts["gpu"]) if speeds else [1.0] * workers
         settings = _resolve_tile(job.settings, facts, speeds_here, costs or Costs.from_env())
-        fingerprint = job_folder.fingerprint(blend, carried, settings)
+        rendered = blend_fingerprint.fingerprint(job_folder.scene_blend(fresh), skip_image=job_folder.not_carried)
+        fingerprint = job_folder.scene_fingerprint(rendered, carried)
         job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
-        previous = folder / "job.json"
-        if not (job_folder.holds(folder, carried) and Job.load(previous).source_fingerprint == fingerprint):
-            write_text(fresh / "job.json", json.dumps(job.to_json(), indent=1, ensure_ascii=False))
+        text = json.dumps(job.to_json(), indent=1, ensure_ascii=False)
+        if _same_scene(folder, carried, fingerprint):
+            if job_folder.job_json(folder).read_text(encoding="utf-8") != text:
+                write_text(job_folder.job_json(folder), text)  # a new inode: links to the old one keep it
+        else:
+            write_text(job_folder.job_json(fresh), text)
             job_folder.swap_in(fresh, folder)
     facts["carried"] = carried
     return job, folder, facts
+
+
+def _same_scene(folder: Path, carried: Carried, fingerprint: str) -> bool:
+    """Whether the job folder of the last run holds this scene, every carried file and a readable job.json."""
+    if not (job_folder.holds_scene(folder, carried) and job_folder.job_json(folder).is_file()):
+        return False
+    try:
+        return Job.load(job_folder.job_json(folder)).source_fingerprint == fingerprint
+    except (ValueError, KeyError, TypeError, BadInput):  # damaged, or another farm's: made again
+        return False
 
 
 def _resolve_tile(settings: JobSettings, facts: dict, speeds: list[float], costs: Costs) -> JobSettings:

@@ -22,6 +22,7 @@ from blender_asset_tracer import blendfile, trace
 from conftest import ROOT, SHARED_SCENES, farm, max_difference, render_whole
 from test_shared_scenes import small_copy
 
+from farm_pipelines import job_folder
 from farm_pipelines.dependencies import carry
 from farm_pipelines.errors import BadInput
 from farm_pipelines.file_store import FileStore
@@ -45,12 +46,12 @@ def prepare(blend: Path, state: Path, settings: JobSettings | None = None) -> tu
 
 
 def moved_job(blend: Path, tmp_path: Path) -> Path:
-    """The job folder of ``blend``, prepared, then moved to a place of its own: ``<tmp>/moved/scene.blend``."""
+    """The job folder of ``blend``, prepared, then moved to a place of its own: ``<tmp>/moved/scene/scene.blend``."""
     folder, facts = prepare(blend, tmp_path / "prepare-state")
     assert not facts["carried"].missing, facts["carried"].missing
     moved = tmp_path / "moved"
     shutil.move(folder, moved)
-    return moved / "scene.blend"
+    return job_folder.scene_blend(moved)
 
 
 def outside(blend: Path) -> list[str]:
@@ -98,10 +99,12 @@ def test_built_scene_renders_from_its_moved_job_folder_as_at_home(tmp_path, monk
     assert f"the job carries {carried} file(s)" in done.stderr
     assert "missing" not in done.stderr
     assert_same_frames(tmp_path, home)
-    blends = tmp_path / "state" / "repos" / "blends"
-    published = [p for p in blends.rglob("*") if p.is_file() and p.relative_to(blends).parts[1] == "files"]
-    assert len(published) == carried
-    assert all(p.stat().st_nlink == 3 for p in published)  # the store, the job folder, the blends repo
+    folders = list((tmp_path / "state" / "repos" / "blends").iterdir())  # the job's, or each of its parts'
+    for folder in folders:
+        published = [p for p in job_folder.carried_files(folder).rglob("*") if p.is_file()]
+        assert len(published) == carried
+        # One inode: the store, the job folder, and each folder of the job in the blends repo.
+        assert all(p.stat().st_nlink == 2 + len(folders) for p in published)
     if faithful:  # the renderers read the pipes into their cache, beside the cached blend
         assert len([p for p in (tmp_path / "worker-cache" / "files").rglob("*") if p.is_file()]) == carried
 
@@ -163,7 +166,8 @@ def test_each_content_is_stored_once_and_the_fingerprint_follows_every_file(tmp_
     other_folder, facts = prepare(Path(other), state)
     assert not any(f.new for f in facts["carried"].files)
     for file in facts["carried"].files:
-        assert os.path.samefile(first / file.path, other_folder / file.path)  # one inode for both jobs
+        assert os.path.samefile(job_folder.scene_folder(first) / file.path,
+                                job_folder.scene_folder(other_folder) / file.path)  # one inode for both jobs
 
     frame = tmp_path / "home" / "sequence" / "flip_0002.png"
     cv2.imwrite(str(frame), np.full((4, 4, 3), 255, np.uint8))  # a changed image, same name
@@ -181,7 +185,7 @@ def test_a_zstd_compressed_blend_is_traced_and_rewritten(tmp_path):
     subprocess.run([sys.executable, "-c", save, str(blend), str(compressed)], check=True, capture_output=True)
     assert compressed.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a Zstandard frame
 
-    carried = carry(compressed, tmp_path / "job", FileStore(tmp_path / "store"), {})
+    carried = carry(compressed, tmp_path / "job" / "scene.blend", FileStore(tmp_path / "store"), {})
 
     assert len(carried.files) == 6 and not carried.missing
     assert outside(tmp_path / "job" / "scene.blend") == []
@@ -201,7 +205,7 @@ def test_a_missing_library_is_named_and_the_library_beside_it_travels_with_its_t
     shutil.move(folder, tmp_path / "moved")
     shutil.rmtree(tmp_path / "home")
 
-    done = render_on_farm(tmp_path / "moved" / "scene.blend", tmp_path)
+    done = render_on_farm(job_folder.scene_blend(tmp_path / "moved"), tmp_path)
 
     assert "missing file:" in done.stderr and "lib_b.blend" in done.stderr
     assert max_difference(tmp_path / "farm" / "000001.png", home[1]) <= 1
@@ -222,11 +226,12 @@ def test_what_cannot_travel_is_named_missing_with_its_reason_and_never_read(tmp_
     assert sorted(Path(f.path).name for f in carried.files) == [
         "baked.blend", "baked.png", "far.png", "lib_c.library", "lib_c.png"]
     try:  # the job's renderers never open the pipe or the device: the job's blend names no such file
-        named = {usage.block_name: usage.abspath for usage in trace.deps(folder / "scene.blend")}
+        named = {usage.block_name: usage.abspath for usage in trace.deps(job_folder.scene_blend(folder))}
     finally:
         blendfile.close_all_cached()
     for block, name in [(b"IMPipe", "pipe.png"), (b"IMZero", "zero"), (b"IMFolder", "folder_image")]:
-        assert named[block] == folder / "files" / "not-carried" / name and not named[block].exists(), named
+        assert named[block] == job_folder.scene_folder(folder) / "files" / "not-carried" / name, named
+        assert not named[block].exists()
     missing = "\n".join(carried.missing)
     for line in [f"{tmp_path}/home/folder_image (not a regular file) (image \"Folder\")",
                  "/dev/zero (not a regular file) (image \"Zero\")",
@@ -242,7 +247,8 @@ def test_what_cannot_travel_is_named_missing_with_its_reason_and_never_read(tmp_
         assert line in missing, missing
     assert len(carried.missing) == 9, missing
 
-    direct = carry(blend, tmp_path / "job", FileStore(tmp_path / "store"), {}, source_folder=blend.parent)
+    direct = carry(blend, tmp_path / "job" / "scene.blend", FileStore(tmp_path / "store"), {},
+                   source_folder=blend.parent)
     assert direct.summary().endswith(", 1 from outside the scene's folder")  # far.png
     assert f"{tmp_path}/home (it holds the scene's own folder;" in "\n".join(direct.missing)
 
@@ -263,11 +269,11 @@ def test_two_bakes_of_one_modifier_travel_and_what_was_never_baked_is_not_missin
     bakes = {Path(f.path).parts[2] for f in facts["carried"].files}
     assert bakes == {"modifier_bake", "custom_bake"}, bakes
     try:
-        traced = [usage.abspath for usage in trace.deps(folder / "scene.blend")]
+        traced = [usage.abspath for usage in trace.deps(job_folder.scene_blend(folder))]
     finally:
         blendfile.close_all_cached()
     assert sorted(p.name for p in traced if p.exists()) == ["custom_bake", "modifier_bake"], traced
-    assert outside(folder / "scene.blend") == [str(tmp_path / "home" / "never_baked")]  # nothing to carry
+    assert outside(job_folder.scene_blend(folder)) == [str(tmp_path / "home" / "never_baked")]  # nothing to carry
 
 
 def test_the_store_refuses_a_file_that_changed_after_the_job_hashed_it(tmp_path):

@@ -1,10 +1,12 @@
 """Renderer transform, with datum batching: one Blender per datum set renders tile after tile.
 
-Each datum is the join of ``/pfs/blends/<job>`` and one ``/pfs/splitter/<job>/tiles/<piece>.json``;
+Each datum is the join of ``/pfs/blends/<job>/scene`` (the job's blend and its files, not its
+``job.json``: ``farm_pipelines.job_folder``) and one ``/pfs/splitter/<job>/tiles/<piece>.json``;
 the piece (a tile, or one sample chunk of a tile) goes to ``/pfs/out/<job>/<frame>/<piece>.exr``.
 The piece names its job, the Blender that saved it and the blend's content hash, so a
 tile whose blend this process (or this pod) has already is rendered without reading
-``/pfs/blends`` at all: on Pachyderm that input is lazy and is then never fetched.
+``/pfs/blends`` at all: on Pachyderm that input is lazy and is then never fetched. The piece
+says everything else the renderer needs of the job (its name and the Blender that saved it).
 
 A failure is re-raised with the tile and its datum ID on the error line: in batching
 mode pachd tags user output with the job only, not the datum (docs/pachyderm_worker_rules.md
@@ -21,15 +23,14 @@ from farm_pipelines import job_folder, pfs
 from farm_pipelines.blender import entry
 from farm_pipelines.blender.render_tile import TileRenderer
 from farm_pipelines.errors import BadInput, FarmFailure
-from farm_pipelines.job import Job
 from farm_pipelines.manifest import SampleChunk, TileSpec
 from farm_pipelines.worker_api import run_batched
 
 
-def render_datum(renderer: TileRenderer, jobs: dict[tuple, Job]) -> None:
+def render_datum(renderer: TileRenderer) -> None:
     tile_path = pfs.input_path("splitter")
     try:
-        _render(renderer, jobs, tile_path)
+        _render(renderer, tile_path)
     except Exception as failure:
         reason = str(failure) if isinstance(failure, (BadInput, FarmFailure)) else repr(failure)
         raise FarmFailure(f"{tile_marker(tile_path)}: {reason}") from failure
@@ -41,15 +42,12 @@ def tile_marker(tile_path: Path) -> str:
             f"(datum {os.environ.get('PACH_DATUM_ID', '?')})")
 
 
-def _render(renderer: TileRenderer, jobs: dict[tuple, Job], tile_path: Path) -> None:
+def _render(renderer: TileRenderer, tile_path: Path) -> None:
     datum = json.loads(tile_path.read_text(encoding="utf-8"))
-    job_dir = pfs.input_path("blends")
-    if "job" in datum:
-        name, saved_with = datum["job"], tuple(datum["saved_with"])
-    else:  # a tile cut before the splitter recorded its job (pachd keeps a pipeline's old outputs)
-        job = _job(job_dir / "job.json", jobs)
-        name, saved_with = job.name, job.saved_with
-    renderer.load(job_folder.scene_blend(job_dir), saved_with, datum.get("blend_sha256"))
+    if "job" not in datum:  # cut by a splitter older than the job folder's scene/ (which it joins with)
+        raise BadInput(f"{tile_path.name} names no job: submit the job again to cut its tiles anew")
+    name = datum["job"]
+    renderer.load(job_folder.blend_in(pfs.input_path("blends")), tuple(datum["saved_with"]), datum.get("blend_sha256"))
     tile = TileSpec.from_json(datum)
     frame = int(datum["frame"])
     chunk = SampleChunk.from_json(datum["chunk"]) if datum.get("chunk") else None
@@ -58,19 +56,9 @@ def _render(renderer: TileRenderer, jobs: dict[tuple, Job], tile_path: Path) -> 
     print(f"renderer: {name} frame {frame} piece {datum['piece']} done", flush=True)
 
 
-def _job(path: Path, jobs: dict[tuple, Job]) -> Job:
-    """The job's settings, read again only when its file changes: a resubmitted job keeps its name."""
-    stat = path.stat()
-    key = (path, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    if key not in jobs:
-        jobs.clear()
-        jobs[key] = Job.load(path)
-    return jobs[key]
-
-
 def main() -> None:
-    renderer, jobs = TileRenderer(threads=pfs.threads()), {}
-    run_batched(lambda: render_datum(renderer, jobs))
+    renderer = TileRenderer(threads=pfs.threads())
+    run_batched(lambda: render_datum(renderer))
 
 
 if __name__ == "__main__":

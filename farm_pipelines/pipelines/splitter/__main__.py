@@ -26,7 +26,7 @@ from farm_pipelines.worker_api import run_batched
 
 def split_datum() -> None:
     job_dir = pfs.input_path("blends")
-    job = Job.load(job_dir / "job.json")
+    job = Job.load(job_folder.job_json(job_dir))
     blend = job_folder.scene_blend(job_dir)
     blend_sha256 = file_sha256(blend)
     scene = session.open_untrusted(blend)
