@@ -39,13 +39,17 @@ class Backend(Protocol):
         """Held while the job is being prepared, before ``run``: time to start workers early."""
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
+            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
         """Upload ``job_files`` (the job folder, ``job_folder``) as ``/<job.name>/`` of the ``blends``
         repo, then block until the merger has finished the job.
 
         ``on_frame(frame, file)`` is called with each frame merged while the job runs, as soon as
         the backend has it (a readable file, which the caller copies); ``fetch_frames`` then gets
-        the rest. Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
+        the rest. ``frames`` are the job's frames as prepare resolved them: a backend that can
+        deliver frames only per commit submits the job in parts of them (``job_parts``), each of enough
+        tiles (``tiles_per_frame``) for its datum sets.
+        Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
         """
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from python_pachyderm import pfs as pach_pfs
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from farm_pipelines import merged_frames
+from farm_pipelines import job_parts, merged_frames
 from farm_pipelines.backend import Progress
 from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
@@ -38,7 +39,7 @@ from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, check_job_name
 from farm_pipelines.manifest import describe_piece
 from farm_pipelines.pipeline_health import CrashWatch, crash_seconds_from_env
-from farm_pipelines.pipelines import PIPELINES
+from farm_pipelines.pipelines import PIPELINES, load_spec
 
 T = TypeVar("T")
 
@@ -176,7 +177,8 @@ class PachydermBackend:
         self._http_url = (http_url or os.environ.get("FARM_PACHD_HTTP") or "").rstrip("/") or None
         self._poll = poll_seconds
         self._crash_seconds = crash_seconds_from_env() if crash_seconds is None else crash_seconds
-        self._job_commits: dict[str, str] = {}  # job name -> id of the upload commit its run made
+        #: job name -> its parts and the ids of the upload commits its run made, in frame order
+        self._job_commits: dict[str, list[tuple[Job, str]]] = {}
         if address:
             host, port, secure = parse_address(address, tls)
             self.address = f"{'grpcs' if secure else 'grpc'}://{host}:{port}"
@@ -302,15 +304,57 @@ class PachydermBackend:
         return contextlib.nullcontext()  # the pipelines' pods are up already
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
+            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
+        """Submit the job as parts of consecutive ``frames`` (``job_parts``), one commit each, then follow
+        them in order, handing each part's frames to ``on_frame`` as soon as its merger job is done."""
         self._require_pipelines()
         self.check_workers_read(job, Path(job_files) / "scene.blend")
-        commit_id = self.upload(job, Path(job_files))
-        self._job_commits[job.name] = commit_id
-        self.follow(commit_id, job, on_progress, cancel)
+        renderer = load_spec("renderer")
+        least = job_parts.min_tiles(renderer, int(renderer.get("parallelism_spec", {}).get("constant", 1)))
+        parts = job_parts.split(job, frames or [], tiles_per_frame, least)
+        commits: list[tuple[Job, str]] = []
+        carried = self.store_files(Path(job_files))
+        for part in parts:  # all at once: pachd runs the parts' job sets one after another, pipelined
+            commits.append((part, self.upload(part, Path(job_files), commits[0] if commits else None, carried)))
+            self._job_commits[job.name] = commits
+        before = Progress("splitter", frames_total=len(frames or []))
+        for index, (part, commit_id) in enumerate(commits):
+            last = index == len(commits) - 1
+            latest = [Progress("splitter")]
 
-    def upload(self, job: Job, job_files: Path) -> str:
+            def report(progress: Progress, before: Progress = before, last: bool = last,
+                       latest: list[Progress] = latest) -> None:
+                latest[0] = progress
+                on_progress(_after(before, progress, last))
+
+            try:
+                self.follow(commit_id, part, report, cancel)
+            except BaseException:
+                self._drop_parts([commit for _, commit in commits[index + 1:]])
+                raise
+            before = _after(before, latest[0], last=False)
+            if on_frame:
+                with tempfile.TemporaryDirectory(prefix="farm-part-") as staging:
+                    self._download_frames(part, commit_id, Path(staging), on_frame, frozenset())
+
+    def _drop_parts(self, commit_ids: list[str]) -> None:
+        """A run that stopped (cancelled, or a part failed) drops the parts it will not follow, newest
+        first, so the cluster does not render frames nobody collects. ``dropCommitSet`` (v2.7.0
+        ``src/server/pfs/server/commit_set.go``) deletes a commit set's commits and stops its jobs,
+        but only for commits without children: hence newest first. A part another user's commit
+        has since followed cannot be dropped, and renders on."""
+        for commit_id in reversed(commit_ids):
+            with contextlib.suppress(grpc.RpcError, ConnectionError):
+                self._client.drop_commit(commit_id)
+
+    def upload(self, job: Job, job_files: Path, first: tuple[Job, str] | None = None,
+               carried: dict[str, str] | None = None) -> str:
         """Put the job folder under ``/<job>/`` of ``blends`` in one commit; returns its id.
+
+        ``job.json`` is ``job``'s own (a part's names its frames). A later part (``first``: the
+        job's first part and its commit) copies the first part's blend server-side instead of
+        uploading it again; ``carried`` is ``store_files``' answer, when a part before asked it.
 
         ``scene.blend`` and ``job.json`` are uploaded in fixed-size chunks. The files the job
         carries (``files/...``) are stored by content in the ``blend-files`` repo (``/<sha256>``),
@@ -324,18 +368,24 @@ class PachydermBackend:
         for path in sources.values():
             if not path.is_file():
                 raise BadInput(f"{path} is missing: the job folder must hold scene.blend and job.json")
-        carried = self.store_files(job_files)
+        carried = self.store_files(job_files) if carried is None else carried
         commit = self._call("start a commit in the blends repo", self._client.start_commit, INPUT_REPO, BRANCH,
                             description=f"render-farm job {job.display_name}")
+        written = sources["job.json"].read_bytes()
+        # A part's job.json names its own frames; the whole job's is uploaded as prepare wrote it.
+        spec = written if Job.from_json(json.loads(written)).name == job.name else \
+            json.dumps(job.to_json(), indent=1, ensure_ascii=False).encode("utf-8")
         try:
-            with contextlib.ExitStack() as files:
-                handles = {name: files.enter_context(path.open("rb")) for name, path in sources.items()}
-                with self._client.modify_file_client(commit) as writes:
-                    writes.delete_file(f"/{job.name}/files/")
-                    for name, handle in handles.items():
-                        writes.put_file_from_fileobj(f"/{job.name}/{name}", _Chunked(handle))
-                    for rel, sha256 in carried.items():
-                        writes.copy_file((FILES_REPO, BRANCH), f"/{sha256}", f"/{job.name}/{rel}")
+            with sources["scene.blend"].open("rb") as blend, self._client.modify_file_client(commit) as writes:
+                writes.delete_file(f"/{job.name}/files/")
+                if first is None:
+                    writes.put_file_from_fileobj(f"/{job.name}/scene.blend", _Chunked(blend))
+                else:
+                    writes.copy_file(pach_pfs.Commit(repo=INPUT_REPO, id=first[1]), f"/{first[0].name}/scene.blend",
+                                     f"/{job.name}/scene.blend")
+                writes.put_file_from_fileobj(f"/{job.name}/job.json", _Chunked(io.BytesIO(spec)))
+                for rel, sha256 in carried.items():
+                    writes.copy_file((FILES_REPO, BRANCH), f"/{sha256}", f"/{job.name}/{rel}")
             self._client.finish_commit(commit)
         except BaseException as error:
             with contextlib.suppress(grpc.RpcError, ConnectionError):
@@ -503,25 +553,32 @@ class PachydermBackend:
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
                      skip: frozenset[int] = frozenset()) -> list[str]:
-        """Download the frames of the job ``run`` uploaded, from that job's own merger commit.
+        """Download the frames of the job ``run`` uploaded, from each part's own merger commit.
 
         Every commit of a job set has the id of the commit that started it: pachd's
         ``propagateBranches`` (v2.7.0 ``src/server/pfs/server/driver.go``) opens each downstream
         output commit with the transaction's ``CommitSetID``, and ``propagateJobs``
         (``src/server/pps/server/api_server.go``) names the jobs with it too
         (docs/pachyderm_worker_rules.md sections 5 and 8). So ``merger@<upload id>`` holds this
-        job's frames, whatever other users' jobs have moved the branch head to since.
+        part's frames, whatever other users' jobs have moved the branch head to since.
         """
-        out_dir = Path(out_dir)
-        commit_id = self._job_commits.get(job.name)
-        if commit_id is None:
+        commits = self._job_commits.get(job.name)
+        if commits is None:
             raise FarmFailure(f"job {job.name} was not submitted from here, so its commit on pachd at "
                               f"{self.address} is unknown: submit it again")
+        errors: list[str] = []
+        for part, commit_id in commits:
+            errors += self._download_frames(part, commit_id, Path(out_dir), on_frame, skip)
+        return errors
+
+    def _download_frames(self, part: Job, commit_id: str, out_dir: Path, on_frame: Callable[[int, Path], None],
+                         skip: frozenset[int]) -> list[str]:
+        """Download one part's merged frames not in ``skip``; returns its frames' errors."""
         commit = pach_pfs.Commit(repo=MERGER, id=commit_id)
-        files = self._maybe_list(f"list the frames of job {job.name}", self._client.list_file, commit,
-                                 f"/{job.name}")
+        files = self._maybe_list(f"list the frames of job {part.name}", self._client.list_file, commit,
+                                 f"/{part.name}")
         if not files:
-            raise FarmFailure(f"job {job.name} has no merged frames in its commit {commit_id[:12]} on pachd at "
+            raise FarmFailure(f"job {part.name} has no merged frames in its commit {commit_id[:12]} on pachd at "
                               f"{self.address}: see `pachctl list job {commit_id}`")
         frames = sorted((frame, info) for info in files
                         if info.file_type == pfs_pb2.FileType.FILE
@@ -534,7 +591,7 @@ class PachydermBackend:
             self._download(commit, info, destination)
             on_frame(frame, destination)
         return [self._read("read a frame's failure", commit, info.file.path).decode("utf-8", "replace")
-                for info in self._frame_failures(commit, job.name, files)]
+                for info in self._frame_failures(commit, part.name, files)]
 
     def _frame_failures(self, commit: pach_pfs.Commit | tuple[str, str], job_name: str,
                         listing: list) -> list:
@@ -673,6 +730,14 @@ def _job_set_pipelines(infos: dict[str, pps_pb2.JobInfo]) -> list[str]:
     """The farm's pipelines in DAG order; any other the job set holds (a mixed cluster's ``renderer-gpu``)
     comes before the merger, which waits for it."""
     return [*PIPELINES[:-1], *sorted(set(infos) - set(PIPELINES)), PIPELINES[-1]]
+
+
+def _after(before: Progress, part: Progress, last: bool) -> Progress:
+    """A part's progress counted after the parts before it; the job is done only with its last part."""
+    tiles_done, tiles_total = before.tiles_done + part.tiles_done, before.tiles_total + part.tiles_total
+    return Progress(part.stage if last or part.stage != "done" else "merger", tiles_done, tiles_total,
+                    before.tiles_failed + part.tiles_failed, before.frames_merged + part.frames_merged,
+                    max(before.frames_total, before.frames_merged + part.frames_total), part.eta_seconds)
 
 
 def _progress(infos: dict[str, pps_pb2.JobInfo], counts: dict[str, int], done: bool) -> Progress:

@@ -30,6 +30,7 @@ from farm_pipelines.local.farm import LocalFarm, default_state_dir
 from farm_pipelines.pipelines import load_spec
 from farm_pipelines.preparation import prepare_job
 from farm_pipelines.tile_size import Costs
+from farm_pipelines.tiles import Box, split
 
 
 def render(blend: Path, settings: JobSettings, out_dir: Path, *, backend: Backend | None = None,
@@ -104,7 +105,8 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         on_frame(frame, destination)
 
     try:
-        backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel, on_merged)
+        backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel, on_merged,
+                    facts["frames"], tiles_per_frame(job, facts))
     except FarmFailure:
         if not cancel.is_set():  # keep the frames that did finish, then report what failed
             with contextlib.suppress(FarmFailure, OSError):  # the run's error says more than the fetch's
@@ -128,6 +130,14 @@ def _disk_full_is_failure(doing: str) -> Iterator[None]:
             raise
         raise FarmFailure(f"disk full while {doing}; free some space and run the same command again "
                           "to resume") from None
+
+
+def tiles_per_frame(job: Job, facts: dict) -> int:
+    """About how many tiles each frame of the job makes (the render region counted whole)."""
+    width, height = facts["frame_size"]
+    tile = job.settings.tile
+    pieces = 1 if tile.width is None else len(split(Box(0, 0, width, height), tile.width, tile.height))
+    return pieces * job.settings.sample_chunks
 
 
 def worker_speeds(backend: Backend, gpu_scene: bool) -> list[float]:

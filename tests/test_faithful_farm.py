@@ -19,6 +19,7 @@ from conftest import ROOT, farm, make_scene, max_difference, render_whole
 
 from farm_pipelines.datums import Datum, DatumInput, enumerate_datums
 from farm_pipelines.errors import FarmFailure
+from farm_pipelines.events import FrameDone
 from farm_pipelines.job import JobSettings, TileSize
 from farm_pipelines.local.datum_data import datum_data
 from farm_pipelines.local.farm import LocalFarm
@@ -248,3 +249,29 @@ def test_with_err_cmd_a_tile_failing_for_good_is_recovered_and_the_job_goes_on(s
     except FarmFailure:
         pass
     assert sorted({p.name.split(".")[0] for p in record.glob("*.json")}) == ["000002_0001"]
+
+
+def test_frames_land_per_part_each_part_its_own_commit_set(tmp_path):
+    """As on Pachyderm, where a job's frames are readable only once its merger job is done: 3 frames of
+    4 tiles with one worker (sets of two tiles need 8: parts of 2 frames, then 1) go as two commit sets,
+    and the first part's frames are delivered before the second part's commit set starts."""
+    blend = make_scene(tmp_path / "scene.blend", size=[64, 48], samples=4, frames=[1, 3])
+    happened: list[str] = []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, FrameDone):
+            happened.append(f"frame {event.frame}")
+
+    def on_log(message: str) -> None:
+        if "(commit set of " in message:
+            happened.append(message.split("(commit set of ")[1].rstrip(")").rsplit(".", 1)[-1])
+
+    backend = LocalFarm(tmp_path / "state", workers=1, faithful=True, log=on_log)
+    frames = render(blend, JobSettings(tile=TileSize(32, 24)), tmp_path / "out", backend=backend,
+                    on_event=on_event, state_dir=tmp_path / "state")
+
+    assert happened == ["part1", "frame 1", "frame 2", "part2", "frame 3"], happened
+    reference = render_whole(blend, tmp_path / "whole", [1, 2, 3])
+    assert [p.name for p in frames] == ["000001.png", "000002.png", "000003.png"]
+    for frame, path in reference.items():
+        assert max_difference(tmp_path / "out" / f"{frame:06d}.png", path) <= 1

@@ -876,3 +876,48 @@ def test_a_gpu_scene_reports_each_renderer_pods_device_from_its_logs(pachd, job_
         ("log", "renderer worker renderer-v1-abcde: renders on OPTIX NVIDIA GeForce RTX 4070"),
         ("warn", "renderer worker renderer-v1-fghij: the scene asks for GPU rendering, but Cycles found no OPTIX "
                  "or CUDA or HIP or ONEAPI or METAL device here: rendering on the CPU")]
+
+
+def test_a_long_job_goes_up_in_parts_and_each_parts_frames_land_before_the_next_is_followed(pachd, job_files):
+    """Frames 1-4 of 40 tiles each, with sets of at least two tiles on 4 pods x 4 sets (32 tiles): parts
+    of 1, 2 and 1 frames (job_parts), each its own commit, so its frames are readable once its merger job is done."""
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    parts = [f"{JOB.name}.part{i}" for i in (1, 2, 3)]
+    for name, frames in zip(parts, ([1], [2, 3], [4]), strict=True):
+        for frame in frames:
+            pachd.files.setdefault("merger", {})[f"/{name}/{frame:06d}.png"] = bytes([frame]) * 100
+    pachd.jobset_script = [[job_info(name, pps_pb2.JOB_SUCCESS) for name in PIPELINES]]
+    delivered = []
+
+    def on_frame(frame: int, path: Path) -> None:
+        delivered.append((frame, path.read_bytes(), list(dict.fromkeys(pachd.jobset_calls))))
+
+    farm.run(JOB, job_files, lambda progress: None, threading.Event(), on_frame, [1, 2, 3, 4], 40)
+
+    ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
+    assert len(ids) == 3
+    ranges = [json.loads(pachd.files["blends"][f"/{name}/job.json"])["settings"]["frames"] for name in parts]
+    assert [(r["start"], r["end"]) for r in ranges] == [(1, 1), (2, 3), (4, 4)]
+    blob = (job_files / "scene.blend").read_bytes()
+    assert all(pachd.files["blends"][f"/{name}/scene.blend"] == blob for name in parts)
+    assert [path for path in pachd.chunks if path.endswith("scene.blend")] == [f"/{parts[0]}/scene.blend"]
+    assert [(src, dst) for _, src, dst in pachd.copies] == [(f"/{parts[0]}/scene.blend", f"/{name}/scene.blend")
+                                                         for name in parts[1:]]  # copied server-side
+    assert [(frame, data) for frame, data, _ in delivered] == [(n, bytes([n]) * 100) for n in (1, 2, 3, 4)]
+    # each part's frames were handed over before the next part's job set was followed
+    assert [seen for _, _, seen in delivered] == [ids[:1], ids[:2], ids[:2], ids]
+
+
+def test_a_cancelled_job_drops_the_parts_it_did_not_reach_newest_first(pachd, job_files):
+    """commit_set.go, dropCommitSet, refuses a commit with children: the later parts go newest first."""
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.jobset_script = [[job_info("splitter", pps_pb2.JOB_RUNNING)]]
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(FarmFailure, match="cancelled"):
+        farm.run(JOB, job_files, lambda progress: None, cancel, lambda frame, path: None, [1, 2, 3, 4], 40)
+    ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
+    assert len(ids) == 3 and pachd.dropped == [ids[2], ids[1]]
+    assert pachd.stopped  # the part it was following had its running job stopped

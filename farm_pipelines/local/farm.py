@@ -14,13 +14,14 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import gpu, job_folder, merged_frames
-from farm_pipelines.atomic_files import copy_file
+from farm_pipelines import gpu, job_folder, job_parts, merged_frames
+from farm_pipelines.atomic_files import copy_file, write_text
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
 from farm_pipelines.errors import BadInput, FarmFailure
@@ -73,6 +74,7 @@ class LocalFarm:
         self.faithful = faithful
         self.specs = specs or {}
         self._early: dict[str, tuple[ProgressTracker, dict[str, WorkerPool]]] = {}
+        self._parts: dict[str, list[str]] = {}  # job -> the job folders its last run used (its parts)
 
     @property
     def plans(self) -> list[gpu.WorkerPlan]:
@@ -148,14 +150,40 @@ class LocalFarm:
                 pool.stop()
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None) -> None:
+            cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
+            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
         """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does).
 
         Each frame is merged as soon as its tiles are done (``frame_merges``) and handed to
-        ``on_frame(frame, merged file)`` while the renderers go on.
+        ``on_frame(frame, merged file)`` while the renderers go on. The faithful farm, like
+        Pachyderm, delivers frames per commit, so there a job with ``frames`` and ``on_frame``
+        is run in parts (``job_parts``), each as its own commit set.
         """
+        self._parts[job.name] = [job.name]
         if self.faithful:
-            self._run_faithful(job, Path(job_files), on_progress, cancel)
+            least = job_parts.min_tiles(self.specs.get("renderer") or load_spec("renderer"), self.workers)
+            parts = job_parts.split(job, frames or [], tiles_per_frame, least) if on_frame else [job]
+            self._parts[job.name] = [part.name for part in parts]
+            tracker = ProgressTracker()
+            tracker.on_progress = on_progress
+            tracker.frames_total = len(frames or [])
+            lost = []
+            for part in parts:
+                if part is job:
+                    lost += self._run_faithful(job, Path(job_files), tracker, cancel)
+                else:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    with tempfile.TemporaryDirectory(dir=self.root, prefix=".part-") as folder:
+                        lost += self._run_faithful(part, _part_folder(part, Path(job_files), Path(folder)), tracker,
+                                                   cancel)
+                if on_frame:
+                    for frame, path in self._merged_frames(part.name):
+                        on_frame(frame, path)
+            tracker.done(sum(len(self._merged_frames(name)) for name in self._parts[job.name]))
+            if lost:  # the job succeeded; name what it lost with its own error line, as describe() does
+                first = lost[0]
+                raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
+                                  f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
             return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
@@ -189,15 +217,14 @@ class LocalFarm:
         if failed_merges:
             raise FarmFailure(f"merging failed: {next(iter(failed_merges.values()))}")
 
-    def _run_faithful(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-                      cancel: threading.Event) -> None:
+    def _run_faithful(self, job: Job, job_files: Path, tracker: ProgressTracker,
+                      cancel: threading.Event) -> list:
         """The DAG as pachd runs one commit set: one 32-hex ID for the job and all its commits
         (``pachd_rules.new_id``). A stage with a failed datum fails its job once all its sets are
         done (``registry.go``, ``processDatums`` -> ``failJob``), and the next stage's job is then
         JOB_UNRUNNABLE (``processJobStarting`` -> ``failedInputs`` -> ``markJobUnrunnable``): it
-        never runs, and the run fails in one line naming the failed datums."""
-        tracker = ProgressTracker()
-        tracker.on_progress = on_progress
+        never runs, and the run fails in one line naming the failed datums. Returns the tiles the
+        job lost (recovered by ``err_cmd``): the job succeeded without them."""
         self._put_job(job, job_files)
         job_id = new_id()
         self.log(f"job {job_id} (commit set of {job.name})")
@@ -211,7 +238,7 @@ class LocalFarm:
             lost += result.lost
             if cancel.is_set():
                 raise FarmFailure("cancelled")
-            if name == "splitter":
+            if name == "splitter" and not tracker.frames_total:
                 tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
             if result.failed:
                 later = dag[dag.index(name) + 1:]
@@ -221,11 +248,7 @@ class LocalFarm:
                     + ", ".join(f"{d.id} {describe_datum(d.datum.key())}" for d in result.failed)
                     + f"); first error: {first.error}"
                     + (f"; the {', '.join(later)} job(s) are unrunnable" if later else ""))
-        tracker.done(len(self._merged_frames(job.name)))
-        if lost:  # the job succeeded; name what it lost with its own error line, as describe() does
-            first = lost[0]
-            raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
-                              f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
+        return lost
 
     def _mixes_devices(self, job_name: str) -> bool:
         """True when a GPU scene meets GPU and CPU workers: then each frame stays on one kind of device."""
@@ -244,14 +267,17 @@ class LocalFarm:
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
                      skip: frozenset[int] = frozenset()) -> list[str]:
         out_dir = Path(out_dir)
-        for frame, source in self._merged_frames(job.name):
-            if frame in skip:
-                continue
-            destination = out_dir / source.name
-            copy_file(source, destination)
-            on_frame(frame, destination)
-        failed = self.repos / "merger" / job.name / merged_frames.FAILED_DIR
-        return [path.read_text(encoding="utf-8") for path in sorted(failed.glob("*.txt"))] if failed.is_dir() else []
+        errors = []
+        for name in self._parts.get(job.name, [job.name]):
+            for frame, source in self._merged_frames(name):
+                if frame in skip:
+                    continue
+                destination = out_dir / source.name
+                copy_file(source, destination)
+                on_frame(frame, destination)
+            failed = self.repos / "merger" / name / merged_frames.FAILED_DIR
+            errors += [path.read_text(encoding="utf-8") for path in sorted(failed.glob("*.txt"))]
+        return errors
 
     # -- jobs and repos --------------------------------------------------------------------------
 
@@ -332,6 +358,15 @@ class LocalFarm:
         done_ids = [t.id for t in tasks if t.datum.key() not in scheduler.failed]
         self.store.publish(name, scope, done_ids)
         return scheduler.failed
+
+
+def _part_folder(part: Job, job_files: Path, folder: Path) -> Path:
+    """A part's job folder in ``folder``: the job's files, linked, and the part's own job.json."""
+    for rel in job_folder.files_of(job_files):
+        if rel != "job.json":
+            _link_or_copy(job_files / rel, folder / rel)
+    write_text(folder / "job.json", json.dumps(part.to_json(), indent=1, ensure_ascii=False))
+    return folder
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:
