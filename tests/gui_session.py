@@ -1,6 +1,7 @@
 """Drive a real Blender's UI as an artist would: run inside it with ``--enable-event-simulate``.
 
 ``blender --enable-event-simulate scene.blend --python tests/gui_session.py -- REPORT.json OUT1 OUT2 SHOTS``
+(``-- sequence REPORT.json OUT SHOTS``: one job, then its frames scrubbed on the timeline)
 
 Blender's own UI tests drive the UI the same way: a timer steps through a
 generator, and keyboard input goes through ``Window.event_simulate``, so the
@@ -21,7 +22,12 @@ import traceback
 
 import bpy
 
-REPORT, OUT_FINISHED, OUT_CANCELLED, SHOTS = sys.argv[sys.argv.index("--") + 1:][:4]
+ARGS = sys.argv[sys.argv.index("--") + 1:]
+SEQUENCE = ARGS[:1] == ["sequence"]  # ``-- sequence REPORT OUT SHOTS``: one short job, then scrub its frames
+if SEQUENCE:
+    REPORT, OUT_FINISHED, SHOTS = ARGS[1:4]
+else:
+    REPORT, OUT_FINISHED, OUT_CANCELLED, SHOTS = ARGS[:4]
 ADDON = "bl_ext.user_default.pachyderm_farm"
 LIMIT_S = 300  # the whole session; the test's own timeout is longer
 
@@ -122,6 +128,9 @@ def watch(job: dict, cancel_after_tiles: int | None):
             cancel_sent = True
             yield from menu_search("cancel farm job")
             continue
+        shown = area_of("IMAGE_EDITOR").spaces.active.image
+        if shown is not None and shown.source == "SEQUENCE" and len(state.frames):
+            job["sequence_while_running"] = True  # a frame reached the editor before the job ended
         if time.monotonic() - started > LIMIT_S / 2:
             raise TimeoutError(f"job still running after {LIMIT_S / 2} s: {state.message}")
         yield 0.1
@@ -130,11 +139,21 @@ def watch(job: dict, cancel_after_tiles: int | None):
 
 
 def images_report() -> dict:
+    """The images Blender holds and the one the Image Editor shows. A job's frames are one image
+    sequence: each delivered frame is listed as ``<image> #<frame>``, and the shown one is the frame
+    the editor's image user points at, its file as Blender resolves it."""
     editor = area_of("IMAGE_EDITOR")
-    shown = editor.spaces.active.image if editor else None
-    return {"images": {image.name: bpy.path.abspath(image.filepath) for image in bpy.data.images
-                       if image.source == "FILE"},
-            "shown": shown.name if shown else None,
+    space = editor.spaces.active if editor else None
+    shown = space.image if space else None
+    images = {image.name: bpy.path.abspath(image.filepath) for image in bpy.data.images if image.source == "FILE"}
+    for item in job_state().frames:
+        if bpy.data.images[item.image].source == "SEQUENCE":
+            images[f"{item.image} #{item.frame}"] = item.filepath
+    name = shown.name if shown else None
+    if shown is not None and shown.source == "SEQUENCE":
+        name = f"{shown.name} #{space.image_user.frame_current}"
+    return {"images": images, "shown": name,
+            "shown_file": bpy.path.abspath(shown.filepath_from_user(image_user=space.image_user)) if shown else None,
             "shown_size": list(shown.size) if shown else None,
             "frames": [(item.frame, item.filepath, item.image) for item in job_state().frames]}
 
@@ -163,6 +182,7 @@ def session():
     yield from menu_search("render to farm")
     yield from watch(finished, cancel_after_tiles=None)
     finished["children_after"] = blender_children()
+    scene.frame_set(scene.frame_end)  # the artist goes to the last frame, which the editor then shows
     yield 1.0  # the Image Editor redraws with the last frame
     finished.update(images_report())
     screenshot("finished")
@@ -183,8 +203,52 @@ def session():
     cancelled["children_after"] = blender_children()
 
 
+def sequence_session():
+    """One 3-frame job into an Image Editor, then the playhead set to each frame (and past the end):
+    what the editor's image user points at, and the image's pixels once the editor has drawn them."""
+    began = time.monotonic()
+    timeline = report.setdefault("timeline", {})
+    yield 1.0
+    timeline["window"] = round(time.monotonic() - began, 1)
+    small, large = area_of("PROPERTIES"), area_of("VIEW_3D")
+    small.type = "IMAGE_EDITOR"
+    large.type = "PROPERTIES"
+    large.spaces.active.context = "RENDER"
+    scene = bpy.context.scene
+    bpy.context.preferences.addons[ADDON].preferences.local_workers = 2
+    report["blender"] = bpy.app.version_string
+    farm = scene.render_farm
+    farm.tile_size, farm.tile_width, farm.tile_height = "CUSTOM", 16, 16
+    farm.output_folder = OUT_FINISHED
+    scene.frame_set(scene.frame_start)
+    yield 0.5
+    job = {"samples": [], "sequence_while_running": False}
+    report["jobs"].append(job)
+    timeline["layout"] = round(time.monotonic() - began, 1)
+    yield from menu_search("render to farm")
+    timeline["submitted"] = round(time.monotonic() - began, 1)
+    yield from watch(job, cancel_after_tiles=None)
+    timeline["finished"] = round(time.monotonic() - began, 1)
+    yield 1.0
+    editor = area_of("IMAGE_EDITOR")
+    space = editor.spaces.active
+    job["source"] = space.image.source if space.image else None
+    job["frame_duration"] = space.image_user.frame_duration
+    job["scrubbed"] = {}
+    for frame in (1, 2, 3, 5):
+        scene.frame_set(frame)
+        editor.tag_redraw()
+        yield 0.5  # the editor draws, which loads the frame its image user points at
+        image = space.image
+        job["scrubbed"][str(frame)] = {"image_frame": space.image_user.frame_current,
+                                       "file": bpy.path.abspath(image.filepath_from_user(image_user=space.image_user)),
+                                       "pixels": [round(value, 6) for value in image.pixels[:]]}
+    timeline["scrubbed"] = round(time.monotonic() - began, 1)
+    screenshot("sequence")
+
+
 def run_session() -> None:
-    steps = session()
+    steps = sequence_session() if SEQUENCE else session()
     started = time.monotonic()
 
     def step() -> float | None:
