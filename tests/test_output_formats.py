@@ -43,8 +43,12 @@ _OUTPUTS = {
 }
 
 
-def scene_with_output(tmp_path: Path, kind: str) -> Path:
-    base = make_scene(tmp_path / "base.blend", size=[32, 18], samples=2, frames=[1, 2])
+@pytest.fixture(scope="module")
+def base_scene(tmp_path_factory) -> Path:
+    return make_scene(tmp_path_factory.mktemp("base") / "base.blend", size=[32, 18], samples=2, frames=[1, 2])
+
+
+def scene_with_output(base: Path, tmp_path: Path, kind: str) -> Path:
     blend = tmp_path / f"{kind}.blend"
     script = ("import bpy, sys\n"
               "bpy.ops.wm.open_mainfile(filepath=sys.argv[-2], load_ui=False, use_scripts=False)\n"
@@ -96,8 +100,8 @@ def movie_properties(path: Path) -> tuple[int, tuple[int, int], float, list[np.n
     return len(frames), size, fps, frames
 
 
-def test_an_ffmpeg_scene_renders_as_png_frames_and_its_movie_is_encoded(tmp_path, state):
-    blend = scene_with_output(tmp_path, "ffmpeg")
+def test_an_ffmpeg_scene_renders_as_png_frames_and_its_movie_is_encoded(base_scene, tmp_path, state):
+    blend = scene_with_output(base_scene, tmp_path, "ffmpeg")
     out = tmp_path / "frames"
 
     done = farm("render", blend, "--tile", "16", "--out", out, state=state)
@@ -170,8 +174,8 @@ def test_without_ffmpeg_or_from_exr_frames_there_is_no_movie_and_a_line_says_why
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000001.png", "000002.exr"]
 
 
-def test_a_stereo_scene_is_refused_before_anything_renders(tmp_path, state):
-    blend = scene_with_output(tmp_path, "stereo")
+def test_a_stereo_scene_is_refused_before_anything_renders(base_scene, tmp_path, state):
+    blend = scene_with_output(base_scene, tmp_path, "stereo")
     out = tmp_path / "frames"
 
     done = farm("render", blend, "--tile", "16", "--out", out, state=state)
@@ -199,9 +203,10 @@ def exr_channels(path: Path) -> dict[str, np.ndarray]:
         "ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R",
         "ViewLayer.Depth.Z"]),
 ])
-def test_multilayer_exr_has_the_layers_and_pixels_of_a_plain_render(tmp_path, state, kind, tiling, names):
+def test_multilayer_exr_has_the_layers_and_pixels_of_a_plain_render(base_scene, tmp_path, state, kind, tiling,
+                                                                     names):
     """Layers named by the view layer (``ViewLayer.*``), ``Composite`` only where the scene composites."""
-    blend = scene_with_output(tmp_path, kind)
+    blend = scene_with_output(base_scene, tmp_path, kind)
     out = tmp_path / "frames"
 
     done = farm("render", blend, *tiling, "--frames", "1", "--out", out, state=state)
@@ -215,3 +220,18 @@ def test_multilayer_exr_has_the_layers_and_pixels_of_a_plain_render(tmp_path, st
         assert farmed[name].dtype == plain[name].dtype, name
         assert np.array_equal(farmed[name], plain[name]), f"{name}: max difference " \
             f"{np.abs(farmed[name].astype(np.float64) - plain[name]).max()}"
+
+
+def test_a_whole_frame_multilayer_with_a_composite_fails_in_one_line_and_writes_nothing(base_scene, tmp_path, state):
+    """A whole-frame render reaches the merge as its composite only: its passes would be zeros, so no frame."""
+    blend = scene_with_output(base_scene, tmp_path, "multilayer_composited")
+    out = tmp_path / "frames"
+
+    done = farm("render", blend, "--whole-frame", "--frames", "1", "--out", out, state=state)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("farm:")] == [
+        "farm: failed: merging failed: frame 1: the scene writes its passes or composite to a multilayer EXR, which "
+        "a whole-frame render does not carry to the farm's merge; render it in tiles smaller than the frame (--tile)"]
+    assert not out.exists()
