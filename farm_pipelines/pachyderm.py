@@ -30,7 +30,7 @@ from python_pachyderm import pfs as pach_pfs
 from python_pachyderm.proto.v2.pfs import pfs_pb2
 from python_pachyderm.proto.v2.pps import pps_pb2
 
-from farm_pipelines import job_parts, merged_frames
+from farm_pipelines import job_folder, job_parts, merged_frames
 from farm_pipelines.backend import Progress
 from farm_pipelines.blend_cache import file_sha256
 from farm_pipelines.blender_versions import WORKER_VERSION_ENV, header_version, parse, require_readable, shown
@@ -309,7 +309,7 @@ class PachydermBackend:
         """Submit the job as parts of consecutive ``frames`` (``job_parts``), one commit each, then follow
         them in order, handing each part's frames to ``on_frame`` as soon as its merger job is done."""
         self._require_pipelines()
-        self.check_workers_read(job, Path(job_files) / "scene.blend")
+        self.check_workers_read(job, job_folder.scene_blend(Path(job_files)))
         renderer = load_spec("renderer")
         least = job_parts.min_tiles(renderer, int(renderer.get("parallelism_spec", {}).get("constant", 1)))
         parts = job_parts.split(job, frames or [], tiles_per_frame, least)
@@ -356,34 +356,36 @@ class PachydermBackend:
         job's first part and its commit) copies the first part's blend server-side instead of
         uploading it again; ``carried`` is ``store_files``' answer, when a part before asked it.
 
-        ``scene.blend`` and ``job.json`` are uploaded in fixed-size chunks. The files the job
-        carries (``files/...``) are stored by content in the ``blend-files`` repo (``/<sha256>``),
+        ``scene/scene.blend`` and ``job.json`` (``job_folder``) are uploaded in fixed-size chunks. The
+        files the job carries (``scene/files/...``) are stored by content in the ``blend-files`` repo (``/<sha256>``),
         each content uploaded once for every job and version, and copied from there server-side
         (``copy_file``: pachd v2.7.0 ``driver_file.go``, ``copyFile``, copies the fileset's index
-        entries, which refer to the stored chunks, not the bytes). The job's old ``files/`` go
+        entries, which refer to the stored chunks, not the bytes). The job's old folder goes
         first, so the folder is the new version's tree. If anything fails the commit is dropped,
         so pipelines never see half a job.
         """
-        sources = {name: job_files / name for name in ("scene.blend", "job.json")}
-        for path in sources.values():
+        blend_path, spec_path = job_folder.scene_blend(job_files), job_folder.job_json(job_files)
+        for path in (blend_path, spec_path):
             if not path.is_file():
-                raise BadInput(f"{path} is missing: the job folder must hold scene.blend and job.json")
+                raise BadInput(f"{path} is missing: the job folder must hold {job_folder.JOB_JSON} and "
+                               f"{job_folder.SCENE}/{job_folder.BLEND}")
         carried = self.store_files(job_files) if carried is None else carried
         commit = self._call("start a commit in the blends repo", self._client.start_commit, INPUT_REPO, BRANCH,
                             description=f"render-farm job {job.display_name}")
-        written = sources["job.json"].read_bytes()
+        written = spec_path.read_bytes()
         # A part's job.json names its own frames; the whole job's is uploaded as prepare wrote it.
         spec = written if Job.from_json(json.loads(written)).name == job.name else \
             json.dumps(job.to_json(), indent=1, ensure_ascii=False).encode("utf-8")
+        blend_in_repo = f"/{job.name}/{job_folder.SCENE}/{job_folder.BLEND}"
         try:
-            with sources["scene.blend"].open("rb") as blend, self._client.modify_file_client(commit) as writes:
-                writes.delete_file(f"/{job.name}/files/")
+            with blend_path.open("rb") as blend, self._client.modify_file_client(commit) as writes:
+                writes.delete_file(f"/{job.name}/")  # the folder becomes this version's tree
                 if first is None:
-                    writes.put_file_from_fileobj(f"/{job.name}/scene.blend", _Chunked(blend))
+                    writes.put_file_from_fileobj(blend_in_repo, _Chunked(blend))
                 else:
-                    writes.copy_file(pach_pfs.Commit(repo=INPUT_REPO, id=first[1]), f"/{first[0].name}/scene.blend",
-                                     f"/{job.name}/scene.blend")
-                writes.put_file_from_fileobj(f"/{job.name}/job.json", _Chunked(io.BytesIO(spec)))
+                    writes.copy_file(pach_pfs.Commit(repo=INPUT_REPO, id=first[1]),
+                                     f"/{first[0].name}/{job_folder.SCENE}/{job_folder.BLEND}", blend_in_repo)
+                writes.put_file_from_fileobj(f"/{job.name}/{job_folder.JOB_JSON}", _Chunked(io.BytesIO(spec)))
                 for rel, sha256 in carried.items():
                     writes.copy_file((FILES_REPO, BRANCH), f"/{sha256}", f"/{job.name}/{rel}")
             self._client.finish_commit(commit)
@@ -402,7 +404,7 @@ class PachydermBackend:
     def store_files(self, job_files: Path) -> dict[str, str]:
         """Upload the carried files ``blend-files`` lacks, in one commit; returns {path in job: sha256}."""
         carried = {path.relative_to(job_files).as_posix(): file_sha256(path)
-                   for path in sorted((job_files / "files").rglob("*")) if path.is_file()}
+                   for path in sorted(job_folder.carried_files(job_files).rglob("*")) if path.is_file()}
         if not carried:
             return carried
         client = self._client
@@ -667,34 +669,42 @@ class PachydermBackend:
     # -- farm jobs / farm clean -----------------------------------------------------------------
 
     def list_jobs(self) -> list[JobStatus]:
-        """Every job in ``blends``, with how many frames the merger wrote for it."""
-        jobs = []
-        for entry in self._maybe_list("list the jobs", self._client.list_file, (INPUT_REPO, BRANCH), "/"):
-            name = PurePosixPath(entry.file.path).name
-            if entry.file_type != pfs_pb2.FileType.DIR or not name:
-                continue
+        """Every job in ``blends``, with how many frames the merger wrote for it (its parts' together)."""
+        jobs: dict[str, JobStatus] = {}
+        for name in self._job_folders():
+            job = job_parts.job_of(name)
             try:
                 spec = json.loads(self._read(f"read job {name}", (INPUT_REPO, BRANCH), f"/{name}/job.json"))
-                display = str(spec.get("display_name", name))
+                display = str(spec.get("display_name", job))
             except (FarmFailure, ValueError):
-                display = name  # a job still uploading, or not ours: list it by its folder name
+                display = job  # a job still uploading, or not ours: list it by its folder name
             outputs = self._maybe_list(f"list the frames of job {name}", self._client.list_file,
                                        (MERGER, BRANCH), f"/{name}")
             names = [PurePosixPath(o.file.path).name for o in outputs]
             failed = len(self._frame_failures((MERGER, BRANCH), name, outputs))
-            jobs.append(JobStatus(name, display, sum(merged_frames.frame_of(n) is not None for n in names), failed))
-        return jobs
+            frames = sum(merged_frames.frame_of(n) is not None for n in names)
+            before = jobs.get(job, JobStatus(job, display, 0, 0))
+            jobs[job] = JobStatus(job, before.display_name, before.frames + frames, before.failed_frames + failed)
+        return list(jobs.values())
+
+    def _job_folders(self) -> list[str]:
+        """The folders of ``blends``: jobs, and parts of jobs (``job_parts``)."""
+        return [PurePosixPath(entry.file.path).name
+                for entry in self._maybe_list("list the jobs", self._client.list_file, (INPUT_REPO, BRANCH), "/")
+                if entry.file_type == pfs_pb2.FileType.DIR and PurePosixPath(entry.file.path).name]
 
     def clean(self, job_name: str) -> str:
-        """Delete ``/<job>/`` from ``blends`` in a new commit; returns the commit id.
+        """Delete ``/<job>/`` and its parts' folders from ``blends`` in a new commit; returns the commit id.
 
         Output repos belong to their pipelines: this commit makes the splitter, renderer
         and merger drop the job's tiles and frames in the job set it starts.
         """
         check_job_name(job_name)
-        files = self._maybe_list(f"list job {job_name}", self._client.walk_file, (INPUT_REPO, BRANCH),
-                                 f"/{job_name}")
-        paths = [f.file.path for f in files if f.file_type == pfs_pb2.FileType.FILE]
+        paths = []
+        for folder in (name for name in self._job_folders() if job_parts.job_of(name) == job_name):
+            files = self._maybe_list(f"list job {folder}", self._client.walk_file, (INPUT_REPO, BRANCH),
+                                     f"/{folder}")
+            paths += [f.file.path for f in files if f.file_type == pfs_pb2.FileType.FILE]
         if not paths:
             raise BadInput(f"there is no job {job_name!r} on pachd at {self.address}: see `farm jobs`")
 

@@ -367,7 +367,8 @@ def job_files(tmp_path: Path) -> Path:
     # A Blender 5.0 header (the workers' version is checked against it), then binary with and without
     # newlines, larger than two upload chunks.
     blob = b"BLENDER17-01v0500" + bytes(range(256)) * 4096 + b"\n" * 300_000 + hashlib.sha256(b"x").digest() * 70_000
-    (folder / "scene.blend").write_bytes(blob)
+    (folder / "scene").mkdir()
+    (folder / "scene" / "scene.blend").write_bytes(blob)
     (folder / "job.json").write_text(json.dumps(JOB.to_json()), encoding="utf-8")
     return folder
 
@@ -414,10 +415,10 @@ def test_run_uploads_one_commit_in_chunks_and_follows_the_job_set(pachd, job_fil
     seen = []
     farm.run(JOB, job_files, seen.append, threading.Event())
 
-    blob = (job_files / "scene.blend").read_bytes()
-    assert pachd.files["blends"][f"/{JOB.name}/scene.blend"] == blob
+    blob = (job_files / "scene" / "scene.blend").read_bytes()
+    assert pachd.files["blends"][f"/{JOB.name}/scene/scene.blend"] == blob
     assert json.loads(pachd.files["blends"][f"/{JOB.name}/job.json"]) == JOB.to_json()
-    sizes = pachd.chunks[f"/{JOB.name}/scene.blend"]
+    sizes = pachd.chunks[f"/{JOB.name}/scene/scene.blend"]
     assert max(sizes) <= UPLOAD_CHUNK and len(sizes) == -(-len(blob) // UPLOAD_CHUNK)  # fixed chunks, not lines
     assert [(repo, desc) for repo, _, desc in pachd.commits if repo == "blends"] == [
         ("blends", "render-farm job shot 1")]
@@ -713,18 +714,23 @@ def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, job_files, tmp_pa
 
 
 def test_jobs_and_clean(pachd):
+    part = f"{JOB.name}.part2"  # a long job goes up in parts (job_parts); they list and clean as one job
     pachd.files["blends"] = {
-        f"/{JOB.name}/scene.blend": b"blend", f"/{JOB.name}/job.json": json.dumps(JOB.to_json()).encode(),
-        "/other-job/scene.blend": b"other", "/other-job/job.json": b"{\"display_name\": \"other\"}"}
+        f"/{JOB.name}/scene/scene.blend": b"blend", f"/{JOB.name}/job.json": json.dumps(JOB.to_json()).encode(),
+        f"/{part}/job.json": json.dumps(JOB.to_json()).encode(),
+        "/other-job/scene/scene.blend": b"other", "/other-job/job.json": b"{\"display_name\": \"other\"}"}
     seed_frames(pachd)
+    pachd.files["merger"][f"/{part}/000004.exr"] = b"frame 4"
     farm = backend(pachd)
     jobs = {j.name: j for j in farm.list_jobs()}
-    assert (jobs[JOB.name].display_name, jobs[JOB.name].frames, jobs[JOB.name].failed_frames) == ("shot 1", 2, 1)
+    assert set(jobs) == {JOB.name, "other-job"}
+    assert (jobs[JOB.name].display_name, jobs[JOB.name].frames, jobs[JOB.name].failed_frames) == ("shot 1", 3, 1)
     assert (jobs["other-job"].frames, jobs["other-job"].failed_frames) == (1, 0)
 
     farm.clean(JOB.name)
-    assert sorted(pachd.deletes) == [f"/{JOB.name}/job.json", f"/{JOB.name}/scene.blend"]
-    assert set(pachd.files["blends"]) == {"/other-job/scene.blend", "/other-job/job.json"}
+    assert sorted(pachd.deletes) == sorted([f"/{JOB.name}/job.json", f"/{JOB.name}/scene/scene.blend",
+                                            f"/{part}/job.json"])
+    assert set(pachd.files["blends"]) == {"/other-job/scene/scene.blend", "/other-job/job.json"}
     assert [repo for repo, _, _ in pachd.commits] == ["blends"]  # one new commit, in the input repo only
     with pytest.raises(BadInput, match="no job"):
         farm.clean(JOB.name)
@@ -798,28 +804,28 @@ def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pac
     farm = backend(pachd, log=said.append)
     farm.deploy(deploy_specs("farm-worker:1"))
     wood, frames = b"PNG wood " * 50_000, [b"PNG frame %d" % i for i in range(3)]
-    _carrying(job_files, {"files/aa11/wood.png": wood,
-                          **{f"files/bb22/seq_{i + 1:04d}.png": frame for i, frame in enumerate(frames)}})
+    _carrying(job_files, {"scene/files/aa11/wood.png": wood,
+                          **{f"scene/files/bb22/seq_{i + 1:04d}.png": frame for i, frame in enumerate(frames)}})
     farm.upload(JOB, job_files)
 
     stored = pachd.files["blend-files"]
     assert stored == {f"/{hashlib.sha256(d).hexdigest()}": d for d in [wood, *frames]}
     blends = pachd.files["blends"]
-    assert blends[f"/{JOB.name}/files/aa11/wood.png"] == wood
-    assert [blends[f"/{JOB.name}/files/bb22/seq_{i:04d}.png"] for i in (1, 2, 3)] == frames
-    assert not [path for path in pachd.chunks if path.startswith(f"/{JOB.name}/files/")]  # copied, not sent
+    assert blends[f"/{JOB.name}/scene/files/aa11/wood.png"] == wood
+    assert [blends[f"/{JOB.name}/scene/files/bb22/seq_{i:04d}.png"] for i in (1, 2, 3)] == frames
+    assert not [path for path in pachd.chunks if path.startswith(f"/{JOB.name}/scene/files/")]  # copied, not sent
     assert {(repo, dst) for repo, _, dst in pachd.copies} == {
-        ("blend-files", f"/{JOB.name}/{rel}") for rel in
+        ("blend-files", f"/{JOB.name}/scene/{rel}") for rel in
         ["files/aa11/wood.png", *(f"files/bb22/seq_{i:04d}.png" for i in (1, 2, 3))]}
 
     # Another job with the same texture, and a new version of this one whose sequence changed.
     other = Job("shot_2-0a1b2c3d", "shot 2", JobSettings())
-    second = _carrying(tmp_path / "other", {"scene.blend": (job_files / "scene.blend").read_bytes(),
+    second = _carrying(tmp_path / "other", {"scene/scene.blend": (job_files / "scene" / "scene.blend").read_bytes(),
                                             "job.json": json.dumps(other.to_json()).encode(),
-                                            "files/aa11/wood.png": wood})
+                                            "scene/files/aa11/wood.png": wood})
     sent_before = dict(pachd.chunks)
     farm.upload(other, second)
-    assert pachd.files["blends"][f"/{other.name}/files/aa11/wood.png"] == wood
+    assert pachd.files["blends"][f"/{other.name}/scene/files/aa11/wood.png"] == wood
     assert {p: c for p, c in pachd.chunks.items() if p.startswith("/") and p not in sent_before
             and not p.startswith(f"/{other.name}/")} == {}  # nothing new went to blend-files
     assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"] == ["4 file(s) render jobs carry"]
@@ -828,12 +834,12 @@ def test_carried_files_are_uploaded_once_by_content_and_copied_into_each_job(pac
                     "blend-files on pachd: 0 of the job's 1 file content(s) are new (0.0 MB to upload), "
                     "the rest are there already"]
 
-    for path in (job_files / "files" / "bb22").iterdir():
+    for path in (job_files / "scene" / "files" / "bb22").iterdir():
         path.unlink()
-    _carrying(job_files, {"files/cc33/seq_0001.png": b"PNG new frame"})
+    _carrying(job_files, {"scene/files/cc33/seq_0001.png": b"PNG new frame"})
     farm.upload(JOB, job_files)
-    ours = sorted(p for p in pachd.files["blends"] if p.startswith(f"/{JOB.name}/files/"))
-    assert ours == [f"/{JOB.name}/files/aa11/wood.png", f"/{JOB.name}/files/cc33/seq_0001.png"]
+    ours = sorted(p for p in pachd.files["blends"] if p.startswith(f"/{JOB.name}/scene/files/"))
+    assert ours == [f"/{JOB.name}/scene/files/aa11/wood.png", f"/{JOB.name}/scene/files/cc33/seq_0001.png"]
     assert [desc for repo, _, desc in pachd.commits if repo == "blend-files"][-1] == "1 file(s) render jobs carry"
 
 
@@ -899,10 +905,11 @@ def test_a_long_job_goes_up_in_parts_and_each_parts_frames_land_before_the_next_
     assert len(ids) == 3
     ranges = [json.loads(pachd.files["blends"][f"/{name}/job.json"])["settings"]["frames"] for name in parts]
     assert [(r["start"], r["end"]) for r in ranges] == [(1, 1), (2, 3), (4, 4)]
-    blob = (job_files / "scene.blend").read_bytes()
-    assert all(pachd.files["blends"][f"/{name}/scene.blend"] == blob for name in parts)
-    assert [path for path in pachd.chunks if path.endswith("scene.blend")] == [f"/{parts[0]}/scene.blend"]
-    assert [(src, dst) for _, src, dst in pachd.copies] == [(f"/{parts[0]}/scene.blend", f"/{name}/scene.blend")
+    blob = (job_files / "scene" / "scene.blend").read_bytes()
+    assert all(pachd.files["blends"][f"/{name}/scene/scene.blend"] == blob for name in parts)
+    assert [path for path in pachd.chunks if path.endswith("scene.blend")] == [f"/{parts[0]}/scene/scene.blend"]
+    assert [(src, dst) for _, src, dst in pachd.copies] == [(f"/{parts[0]}/scene/scene.blend",
+                                                          f"/{name}/scene/scene.blend")
                                                          for name in parts[1:]]  # copied server-side
     assert [(frame, data) for frame, data, _ in delivered] == [(n, bytes([n]) * 100) for n in (1, 2, 3, 4)]
     # each part's frames were handed over before the next part's job set was followed
