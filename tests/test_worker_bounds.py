@@ -18,7 +18,7 @@ import pytest
 from conftest import FARM, ROOT, make_scene, max_difference, render_whole
 
 from farm_pipelines.errors import BadInput
-from farm_pipelines.local import memory
+from farm_pipelines.local import memory, worker_memory
 
 # A 4096x4096 float image texture: Blender holds it, and Cycles a copy, so a worker peaks near 0.8 GB
 # (0.26 GB of it Blender's own start) while the .blend stays small (the image is generated on load).
@@ -84,6 +84,30 @@ def test_how_many_workers_fit() -> None:
         "the scene needs about 1.8 GB per worker; 3 of 8 workers fit in 6.1 GB available: rendering with 3")
     assert memory.bound_line(gib, 1, 2, 2 * gib, limited=True).endswith(
         "1 of 2 workers fit in the 2.0 GB of FARM_MEMORY_LIMIT: rendering with 1")
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="reads /proc (Linux)")
+def test_the_first_datum_is_gated_only_when_the_workers_could_overflow() -> None:
+    available = worker_memory.available_memory()
+    assert available and available > 0
+    free_run = worker_memory.MemoryGuard(limit=None)
+    free_run.expect(estimate=1 << 20, workers=8, held=0)  # 8 MB for 8 workers fits any machine
+    assert free_run.admit("a") and free_run.admit("b")
+    risky = worker_memory.MemoryGuard(limit=None)
+    risky.expect(estimate=available, workers=2, held=0)  # two workers of all that is available do not fit
+    assert risky.admit("a") and not risky.admit("b")
+    limited = worker_memory.MemoryGuard(limit=64 << 30)
+    limited.expect(estimate=None, workers=2, held=0)  # a budget the user set is always measured first
+    assert limited.admit("a") and not limited.admit("b") and limited.admit("a")
+    limited.release("a")  # "a" died before it was measured: "b" goes alone in its turn
+    assert limited.admit("b") and not limited.admit("a")
+    assert limited.settled(os.getpid())  # a real peak: this process's own VmHWM
+    assert limited.need is not None and limited.need > 1 << 20  # this Python holds more than 1 MB
+    assert not limited.admit("a"), "the gate stays shut until the caller has decided on the measurement"
+    limited.release("b")
+    assert limited.admit("a") and limited.admit("c")
+    assert not limited.settled(os.getpid()), "the same peak again needs no new decision"
+    assert worker_memory.process_memory(2 ** 22 + 12345, "VmHWM") is None  # no such process
 
 
 def _renderer_processes(farm_pid: int) -> int:
