@@ -28,7 +28,14 @@ from typing import IO
 
 from farm_pipelines.errors import BadInput
 from farm_pipelines.local import work_dirs
-from farm_pipelines.local.cache_inventory import ORPHAN_AGE_S, Inventory, Unit, store_orphans, take_inventory
+from farm_pipelines.local.cache_inventory import (
+    ORPHAN_AGE_S,
+    Inventory,
+    Unit,
+    state_bytes,
+    store_orphans,
+    take_inventory,
+)
 from farm_pipelines.local.disk_space import Freed, remove_file, remove_tree
 
 LIMIT_ENV = "FARM_CACHE_LIMIT"
@@ -88,7 +95,7 @@ def cache_limit(root: Path, env: Mapping[str, str] = os.environ) -> int | None:
 def enforce_limit(root: Path, keep_job: str, limit: int | None) -> Cleaned:
     """Bring the state under ``limit`` bytes, least recently used first; ``keep_job`` (the caller's,
     whose lock it holds) is never removed, only its datums no repo shows. ``None`` is no cap."""
-    if limit is None:
+    if limit is None or state_bytes(Path(root)) <= limit:  # one walk, without the repos: the usual case
         return Cleaned()
     return _clean(Path(root), keep_job=keep_job, limit=limit)
 

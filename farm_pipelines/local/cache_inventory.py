@@ -107,7 +107,7 @@ def take_inventory(root: Path) -> Inventory:
                 job(owner).used(used)
             else:
                 stale.append(Unit("datum", f"datum {pipeline.name}/{folder.name}", owner, [folder], used))
-    return Inventory(jobs, stale, leftovers, _bytes_on_disk(root))
+    return Inventory(jobs, stale, leftovers, state_bytes(root))
 
 
 def store_orphans(store: Path) -> list[Path]:
@@ -155,11 +155,17 @@ def _inodes(folder: Path) -> set[tuple[int, int]]:
     return found
 
 
-def _bytes_on_disk(root: Path) -> int:
-    """What the whole state takes on disk, each hard-linked file once."""
+def state_bytes(root: Path) -> int:
+    """What the state takes on disk, each hard-linked file once.
+
+    ``repos/`` is left out: it holds only hard links to stored datums and job folders
+    (published or shown live), so walking it would cost time and add nothing.
+    """
     seen: set[tuple[int, int]] = set()
     total = 0
-    for top, _dirs, files in os.walk(root):
+    for top, dirs, files in os.walk(root):
+        if top == os.fspath(root) and "repos" in dirs:
+            dirs.remove("repos")
         for name in files:
             try:
                 info = os.lstat(os.path.join(top, name))
