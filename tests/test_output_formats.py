@@ -41,6 +41,7 @@ _OUTPUTS = {
                              "tree.links.new(invert.outputs[0], tree.nodes.new('NodeGroupOutput').inputs[0])\n"
                              "s.compositing_node_group = tree\n",
 }
+_OUTPUTS["multilayer_composited_denoised"] = _OUTPUTS["multilayer_composited"] + "s.cycles.use_denoising = True\n"
 
 
 @pytest.fixture(scope="module")
@@ -174,16 +175,23 @@ def test_without_ffmpeg_or_from_exr_frames_there_is_no_movie_and_a_line_says_why
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000001.png", "000002.exr"]
 
 
-def test_a_stereo_scene_is_refused_before_anything_renders(base_scene, tmp_path, state):
-    blend = scene_with_output(base_scene, tmp_path, "stereo")
+@pytest.mark.parametrize(("kind", "error"), [
+    ("stereo", "renders stereo or multi-view, which the farm does not (it renders one view); turn off "
+               "Stereoscopy in Output Properties"),
+    ("multilayer_composited_denoised",
+     "writes multilayer EXR with its compositor and Cycles' denoiser on, and the farm cannot yet write the denoised "
+     "view layers that Blender writes beside the composite; turn off Denoise in Render Properties (a Denoise node "
+     "in the compositor works), or choose --format exr or png"),
+])
+def test_a_scene_the_farm_cannot_write_as_blender_does_is_refused_before_anything_renders(
+        base_scene, tmp_path, state, kind, error):
+    blend = scene_with_output(base_scene, tmp_path, kind)
     out = tmp_path / "frames"
 
     done = farm("render", blend, "--tile", "16", "--out", out, state=state)
 
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
-        f"farm: error: {blend}: scene 'Scene' renders stereo or multi-view, which the farm does not "
-        "(it renders one view); turn off Stereoscopy in Output Properties"]
+    assert done.stderr.strip().splitlines() == [f"farm: error: {blend}: scene 'Scene' {error}"]
     assert not out.exists()
     assert not (state / "repos" / "renderer").exists() or not any((state / "repos" / "renderer").rglob("*.exr"))
 

@@ -20,6 +20,7 @@ import bpy
 from farm_pipelines import blender_versions, dependencies
 from farm_pipelines.atomic_files import atomic_path, write_text
 from farm_pipelines.blender import devices, entry, session
+from farm_pipelines.blender.compositor import compositor_for
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import JobSettings
 
@@ -42,6 +43,11 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     if scene.render.use_multiview:
         raise BadInput(f"{source}: scene {scene.name!r} renders stereo or multi-view, which the farm does not "
                        "(it renders one view); turn off Stereoscopy in Output Properties")
+    if settings.file_format is None and _composites_denoised_layers(scene):
+        raise BadInput(f"{source}: scene {scene.name!r} writes multilayer EXR with its compositor and Cycles' "
+                       "denoiser on, and the farm cannot yet write the denoised view layers that Blender writes "
+                       "beside the composite; turn off Denoise in Render Properties (a Denoise node in the "
+                       "compositor works), or choose --format exr or png")
     if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":
         raise BadInput(f"{source}: --sample-chunks needs Cycles; scene {scene.name!r} renders with "
                        f"{scene.render.engine}")
@@ -58,6 +64,16 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "gpu": devices.asks_for_gpu(scene),  # --tile auto then counts GPU workers as fast ones
         "movie": session.movie_output(scene, settings.file_format),
     }
+
+
+def _composites_denoised_layers(scene: bpy.types.Scene) -> bool:
+    """A multilayer EXR of a composited, Cycles-denoised render holds each view layer's denoised Combined
+    beside the composite; the farm denoises only inside its compositor tree, whose result is the composite."""
+    render = scene.render
+    return (render.image_settings.file_format == "OPEN_EXR_MULTILAYER" and render.use_compositing
+            and compositor_for(scene).user_tree() is not None and render.engine == "CYCLES"
+            and scene.cycles.use_denoising and any(layer.use and layer.cycles.use_denoising
+                                                   for layer in scene.view_layers))
 
 
 def _save_copy(source: Path, destination: Path) -> None:
