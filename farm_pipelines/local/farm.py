@@ -200,8 +200,9 @@ class LocalFarm:
             warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)
             merges = FrameMerges(self, job.name, tracker, warm["merger"], on_frame or (lambda frame, path: None))
             renderers.scheduler.on_settled = merges.tile_settled
+            # The splitter opened the scene: its peak is a lower bound of what each renderer will hold.
             failed_tiles = self.run_pipeline("renderer", job.name, tracker, cancel, renderers,
-                                             before_feed=merges.expect)
+                                             before_feed=merges.expect, estimate=warm["splitter"].peak_memory)
             tracker.stage("merger", total=tracker.frames_total, done=0)
             failed_merges = merges.finish()
         finally:
@@ -326,11 +327,14 @@ class LocalFarm:
 
     def run_pipeline(self, name: str, scope: str, tracker: ProgressTracker | None = None,
                      cancel: threading.Event | None = None, pool: WorkerPool | None = None,
-                     before_feed: Callable[[list[Task], list[Task]], None] | None = None) -> dict[str, str]:
+                     before_feed: Callable[[list[Task], list[Task]], None] | None = None,
+                     estimate: int | None = None) -> dict[str, str]:
         """Run one pipeline over the datums of job ``scope``; rebuild its output repo for that job.
 
         ``pool`` holds workers started ahead of time; without one they start now.
         ``before_feed(all tasks, pending tasks)`` hears of the datums before any is handed out.
+        Workers beyond the pending datums stop, and renderers beyond what memory holds
+        (``WorkerPool.fit``; ``estimate`` is a lower bound of a worker's peak, in bytes).
         Returns the datums that failed after all their tries: input paths -> last error.
         """
         tracker = tracker or ProgressTracker()
@@ -347,6 +351,8 @@ class LocalFarm:
         pool = pool or (WorkerPool(self, name, scope, tracker, len(pending)) if pending else None)
         scheduler = pool.scheduler if pool else Scheduler(0)
         self.store.make_room(name)
+        if pool:
+            pool.fit(len(pending), estimate)
         if before_feed:
             before_feed(tasks, pending)
         scheduler.feed(pending)
