@@ -81,6 +81,11 @@ class MemoryGuard:
             self._first = worker if self._gated else None
             return True
 
+    def shut_for(self, worker: object) -> bool:
+        """True while another worker renders the gate's first datum: ``worker`` should not take one."""
+        with self._cond:
+            return self._gated and self._first not in (None, worker)
+
     def wait_turn(self, give_up: Callable[[], bool]) -> None:
         """Wait until the gate's first datum is settled and decided on (or ``give_up`` says stop)."""
         with self._cond:

@@ -267,6 +267,10 @@ class Slot:
                 no_more.set()
                 released.wait(60)
                 return None
+            if self.pool.guard.shut_for(self):  # another worker renders the first datum alone
+                self.pool.guard.wait_turn(self._leaving)
+                if self.retiring or not self._leaving():
+                    continue  # else stopping: take() ends on a cancel, and a task taken now goes back
             task = self.scheduler.take(self.plan.kind)
             if task is None:  # like pachd, leave the call hanging until the process is stopped
                 no_more.set()
@@ -284,8 +288,11 @@ class Slot:
                     self.loaded = True
                     env = self.layout.lay_out(task)
                     return [f"{k}={v}" for k, v in env.items()]
-                self.scheduler.requeue(task)  # another worker renders the first datum alone
-            self.pool.guard.wait_turn(lambda: self._stopping.is_set() or self.retiring or self.scheduler.cancelled)
+                self.scheduler.requeue(task)  # the gate shut while this one waited for work
+            self.pool.guard.wait_turn(self._leaving)
+
+    def _leaving(self) -> bool:
+        return self._stopping.is_set() or self.retiring or self.scheduler.cancelled
 
     def _worker_died(self, took_any: bool, failed_starts: int) -> int:
         """A worker process died (crash, OOM, kill -9): requeue its datum elsewhere and restart."""
