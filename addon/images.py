@@ -48,10 +48,15 @@ def deliver(context: bpy.types.Context, name: str, frame: int, path: Path, deliv
 
 
 def load_still(path: Path) -> bpy.types.Image:
-    """The image for ``path``, reloaded so a re-rendered frame replaces the old pixels."""
-    image = bpy.data.images.load(str(path), check_existing=True)
-    image.reload()
-    return image
+    """The single image of ``path``, reloaded so a re-rendered frame replaces the old pixels.
+
+    Not ``load(check_existing=True)``: that would return a sequence whose first file is ``path``.
+    """
+    for image in bpy.data.images:
+        if image.source == "FILE" and image.library is None and Path(bpy.path.abspath(image.filepath)) == path:
+            image.reload()
+            return image
+    return bpy.data.images.load(str(path), check_existing=False)
 
 
 def _sequence(name: str, path: Path) -> bpy.types.Image:

@@ -15,7 +15,8 @@ from .properties import FarmFrame, FarmJobState, FarmSettings
 
 
 class FARM_UL_frames(UIList):  # noqa: N801  (Blender's list naming)
-    """Finished frames; selecting one shows it in the Image Editor."""
+    """Finished frames; selecting one shows it in the Image Editor (a sequence's frame by taking the
+    playhead to it)."""
 
     def draw_item(self, context, layout, data, item: FarmFrame, icon, active_data, active_propname, index=0):
         row = layout.row()

@@ -118,6 +118,33 @@ def test_a_still_stays_one_image(addon: ModuleType, scene: bpy.types.Scene, tmp_
     assert_same_frame(pixels_of(space.image), still)
 
 
+def test_frames_out_of_order_keep_the_list_and_the_sequence_in_frame_order(addon: ModuleType,
+                                                                           scene: bpy.types.Scene,
+                                                                           tmp_path: Path) -> None:
+    space = image_editor()
+    state = bpy.context.window_manager.render_farm_job
+    state.job_name, state.frames_total = "user Scene", 3
+    state.frames.clear()
+    files = {frame: write_frame(tmp_path / "frames" / f"{frame:06d}.png", 10 + frame) for frame in (1, 2, 3)}
+    for frame in (3, 1):  # a retried tile held frame 2 back
+        addon.jobs.deliver_frame(bpy.context, state, FrameDone(frame, files[frame]))
+    user = space.image_user
+    assert (user.frame_start, user.frame_offset, user.frame_duration) == (1, 0, 3)
+    scene.frame_set(2)
+    assert user.frame_current == 2 and space.image.filepath_from_user(image_user=user) == str(files[2])
+    files[2].rename(files[2].with_suffix(".later"))
+    with pytest.raises(RuntimeError, match="failed to load"):  # Blender looks for frame 2, which is not there
+        shown_pixels(space)
+    files[2].with_suffix(".later").rename(files[2])
+    addon.jobs.deliver_frame(bpy.context, state, FrameDone(2, files[2]))
+    assert [item.frame for item in state.frames] == [1, 2, 3]
+    for frame in (1, 2, 3):
+        scene.frame_set(frame)
+        assert_same_frame(shown_pixels(space), files[frame])
+    still = addon.images.load_still(files[1])  # the file that names the sequence, as a still of its own
+    assert still.source == "FILE" and still != space.image
+
+
 def test_the_bar_counts_frames_with_the_eta_through_the_merge(addon: ModuleType) -> None:
     state = bpy.context.window_manager.render_farm_job
     addon.jobs._apply(bpy.context, state, ProgressUpdate(Progress("merger", tiles_done=40, tiles_total=40,
