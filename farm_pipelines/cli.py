@@ -110,6 +110,7 @@ def _add_local_clean(clean: argparse.ArgumentParser) -> None:
     for action in clean._actions:
         if action.dest == "job":  # the cluster's JOB, optional now that the local options exist
             action.nargs, action.default = "?", None
+            action.help = "a job on a Pachyderm cluster (as `farm jobs` shows it): remove it from the cluster's repos"
     what = clean.add_mutually_exclusive_group()
     what.add_argument("--job", dest="local_job", metavar="NAME",
                       help="local: remove a job's prepared folder, repos, logs and stored datums")

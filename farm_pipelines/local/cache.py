@@ -58,6 +58,11 @@ class Cleaned:
     leftovers: int = 0
     skipped: list[str] = field(default_factory=list)
 
+    @property
+    def anything(self) -> bool:
+        """Whether there is something to say: a file removed, or a job skipped."""
+        return bool(self.freed.files or self.skipped)
+
     def lines(self) -> list[str]:
         parts = [f"{len(self.jobs)} job(s)" + (f" ({', '.join(self.jobs)})" if self.jobs else ""),
                  f"{self.datums} stored datum(s) no job shows any more",
