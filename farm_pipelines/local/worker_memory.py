@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 
 from farm_pipelines.local import memory
@@ -22,6 +23,9 @@ from farm_pipelines.local import memory
 #: A new decision needs the peak to have grown this much since the last one, so workers are not
 #: retired one by one as the need creeps up, nor for a dip in memory that other programs cause.
 _REDECIDE_GROWTH = 1.1
+#: Once a need is known, a stage's workers are measured again at most this often: reading
+#: /proc/<pid>/status costs tens of microseconds, which thousands of small tiles would notice.
+_MEASURE_EVERY_S = 1.0
 
 
 def measurable() -> bool:
@@ -56,6 +60,7 @@ class MemoryGuard:
         self._cond = threading.Condition()
         self._gated = False
         self._first: object | None = None  # the worker that renders alone until the need is known
+        self._measured_at = -_MEASURE_EVERY_S
 
     def budget(self, held: int) -> int | None:
         """What the stage's workers may use: the user's limit, or what is available plus the ``held``
@@ -95,10 +100,12 @@ class MemoryGuard:
     def settled(self, pid: int | None) -> bool:
         """A datum settled: measure its worker's process (``pid``, None if it died). True when the need
         grew enough since the last decision that the caller should decide again how many workers fit."""
-        peak = process_memory(pid, "VmHWM") if pid else None
+        now = time.monotonic()
+        due = self.need is None or now - self._measured_at >= _MEASURE_EVERY_S
+        peak = process_memory(pid, "VmHWM") if pid and due else None
         with self._cond:
-            if peak is not None and (self.need is None or peak > self.need):
-                self.need = peak
+            if peak is not None:
+                self._measured_at, self.need = now, max(peak, self.need or 0)
             if self.need is None or self.need < self._decided_for * _REDECIDE_GROWTH:
                 return False
             self._decided_for = self.need
