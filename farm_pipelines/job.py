@@ -65,6 +65,29 @@ class FrameRange:
         return list(range(start, end + 1, self.step or max(1, scene_step)))
 
 
+#: Frames beyond the scene's own range that are taken for a typo: more than this many, or ten times the scene's.
+MANY_OUTSIDE = 1000
+
+
+def frames_outside(frames: list[int], scene_start: int, scene_end: int) -> str | None:
+    """A warning for frames beyond the scene's own range, or None; bad input when they are absurdly many.
+
+    Blender renders any frame (the animation holds its first or last pose), so a few frames past
+    the end are the artist's business. A million past a two-frame shot is a typo that would keep the
+    farm splitting for minutes: refused at once, in one line.
+    """
+    outside = [frame for frame in frames if not scene_start <= frame <= scene_end]
+    if not outside:
+        return None
+    shown = f"{frames[0]}-{frames[-1]}" if len(frames) > 1 else str(frames[0])
+    if len(outside) > max(MANY_OUTSIDE, 10 * (scene_end - scene_start + 1)):
+        raise BadInput(f"frames {shown} are {len(outside)} frames beyond the scene's range "
+                       f"{scene_start}-{scene_end}: check --frames, or extend the scene's frame range in Blender "
+                       "if you mean them")
+    return (f"{len(outside)} of frames {shown} lie beyond the scene's range {scene_start}-{scene_end}; "
+            "Blender renders them as the animation stands there")
+
+
 @dataclass(frozen=True)
 class JobSettings:
     tile: TileSize = field(default_factory=lambda: TileSize(64, 64))

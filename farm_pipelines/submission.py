@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import out_claim
+from farm_pipelines import movie, out_claim
 from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Backend
 from farm_pipelines.blend_file import check_blend_path
@@ -86,6 +86,10 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         emit(Info(carried.summary()))
     for missing in carried.missing:
         emit(Caution(f"missing file: {missing} (the farm renders without it)"))
+    if facts.get("outside"):
+        emit(Caution(facts["outside"]))
+    if facts.get("movie"):
+        emit(Info(movie.describe(facts["movie"])))
 
     frames: dict[int, Path] = {}
     lock = threading.Lock()
@@ -116,8 +120,14 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
         errors = backend.fetch_frames(job, out_dir, on_frame, frozenset(frames))
     if errors:
         raise FarmFailure(f"{len(errors)} frame(s) failed; {errors[0]}")
-    emit(Done(f"{len(frames)} frame(s) in {out_dir}"))
-    return [frames[frame] for frame in sorted(frames)]
+    delivered = [frames[frame] for frame in sorted(frames)]
+    encoded = None
+    if facts.get("movie"):  # the scene writes a movie: encoded from the frames, as Flamenco's preview video
+        encoded = movie.encode_movie(delivered, facts["movie"], out_dir, lambda message: emit(Caution(message)))
+        if encoded:
+            emit(Info(f"movie: {encoded}"))
+    emit(Done(f"{len(frames)} frame(s) in {out_dir}" + (f", and the movie {encoded.name}" if encoded else "")))
+    return delivered
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from farm_pipelines.atomic_files import atomic_path, write_text
 from farm_pipelines.blender import devices, entry, session
 from farm_pipelines.blender.compositor import compositor_for
 from farm_pipelines.errors import BadInput, FarmFailure
-from farm_pipelines.job import JobSettings
+from farm_pipelines.job import JobSettings, frames_outside
 
 
 def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
@@ -40,6 +40,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     frames = settings.frames.frames(scene.frame_start, scene.frame_end, scene.frame_step)
     if not frames:
         raise BadInput(f"{source}: the frame range is empty; check --frames or the scene's frame range")
+    outside = frames_outside(frames, scene.frame_start, scene.frame_end)  # refuses a typo's million frames
     if scene.render.use_multiview:
         raise BadInput(f"{source}: scene {scene.name!r} renders stereo or multi-view, which the farm does not "
                        "(it renders one view); turn off Stereoscopy in Output Properties")
@@ -63,6 +64,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         "saved_with": saved_with,
         "gpu": devices.asks_for_gpu(scene),  # --tile auto then counts GPU workers as fast ones
         "movie": session.movie_output(scene, settings.file_format),
+        "outside": outside,  # frames beyond the scene's range, said as a warning
     }
 
 
