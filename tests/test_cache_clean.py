@@ -7,6 +7,7 @@ or by a real render; ages are set on the real files with ``os.utime``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -58,6 +59,9 @@ def test_a_killed_runs_work_folder_is_removed_and_a_live_ones_kept(tmp_path):
     old_farm = tmp_path / "work" / "splitter-0123abcd"  # an older farm's: no lock file at all
     old_farm.mkdir()
     (old_farm / "scene.json").write_text("{}")
+    _age(old_farm, 2)
+    recent = tmp_path / "work" / "renderer-4567cdef"  # an older farm's, maybe running: kept for a day
+    recent.mkdir()
     try:
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait()
@@ -68,13 +72,14 @@ def test_a_killed_runs_work_folder_is_removed_and_a_live_ones_kept(tmp_path):
         assert removed == 2 and not killed_dir.exists() and not old_farm.exists()
         assert freed.files == 52 and freed.bytes >= 50 * 10000
         assert live_dir.is_dir() and len(list(live_dir.glob("tile*"))) == 3  # another farm, still running
-        assert ours.path.is_dir()  # this process's own
+        assert ours.path.is_dir() and recent.is_dir()  # this process's own; an unlocked one of today
         ours.remove()
         assert not ours.path.exists()
     finally:
         live.kill()
         live.wait()
     assert work_dirs.remove_stale(tmp_path)[0] == 1 and not live_dir.exists()  # once it has died too
+    assert recent.is_dir()
 
 
 def _commit(store: DatumStore, pipeline: str, ident: str, job: str, size: int, work: Path) -> None:
@@ -234,4 +239,26 @@ def test_a_cleaned_render_renders_again_and_the_cap_keeps_only_the_current_tiles
                            cwd=ROOT)
     assert wiped.returncode == 0 and f"1 job(s) ({job})" in wiped.stdout, wiped.stdout
     assert not any((state / "datums" / "renderer").iterdir()) and not any((state / "prepared" / ".files").glob("*"))
-    assert farm(*args, "--tile", "16", state=state).returncode == 0  # and the farm renders from nothing again
+    # The farm renders from nothing again, and a clean meanwhile leaves the running render alone.
+    rendering = subprocess.Popen([*FARM, *map(str, args), "--tile", "16"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                 env=dict(os.environ, FARM_STATE_DIR=str(state)))
+    lock = state / "locks" / f"{job}.lock"
+    while rendering.poll() is None and not _held(lock):
+        time.sleep(0.02)
+    meanwhile = cache.clean(state, everything=True)
+    _, stderr = rendering.communicate(timeout=600)
+    assert meanwhile.skipped == [job] and meanwhile.jobs == [], meanwhile
+    assert rendering.returncode == 0 and len(list((tmp_path / "out").iterdir())) == 1, stderr
+
+
+def _held(lock: Path) -> bool:
+    """Whether another process holds ``lock`` (``job_lock``'s file): try it without waiting."""
+    try:
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False

@@ -26,6 +26,9 @@ from farm_pipelines.local.disk_space import Freed, remove_tree
 LOCK_NAME = ".lock"
 #: A hidden folder younger than this may be one a live farm is locking right now.
 _BEING_MADE_S = 60.0
+#: A folder with no lock file was made by a farm from before run folders were locked (or is being
+#: made, if hidden): it may be running still, so it is removed only once it is this old.
+_UNLOCKED_AGE_S = 24 * 3600.0
 
 
 class RunDir:
@@ -65,8 +68,7 @@ def remove_stale(root: Path) -> tuple[int, Freed]:
     """Remove the run folders of farms that died: (how many folders, what they freed).
 
     A folder whose lock is held by a live farm (this process's own included) is kept. A
-    visible folder with no lock file was made by a farm from before run folders were
-    locked, and is removed; a hidden one is removed once it is older than a minute.
+    folder with no lock file is removed once it is a day old.
     """
     work = Path(root) / "work"
     removed, freed = 0, Freed()
@@ -78,13 +80,18 @@ def remove_stale(root: Path) -> tuple[int, Freed]:
         if not entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
-        if entry.name.startswith(".") and time.time() - entry.stat(follow_symlinks=False).st_mtime < _BEING_MADE_S:
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:  # another cleaner removed it meanwhile
+            continue
+        if entry.name.startswith(".") and age < _BEING_MADE_S:
             continue
         try:
             lock = open(path / LOCK_NAME, encoding="utf-8")  # held while removing
         except FileNotFoundError:
-            freed.add(remove_tree(path))
-            removed += 1
+            if age > _UNLOCKED_AGE_S:
+                freed.add(remove_tree(path))
+                removed += 1
             continue
         with lock:
             try:
