@@ -74,7 +74,7 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
     costs = Costs.from_env(cluster=not isinstance(backend, LocalFarm))
     job, job_files, facts = prepare_job(blend, job, state / "prepared", host, worker_count(backend), costs,
                                         speeds=lambda gpu_scene: worker_speeds(backend, gpu_scene),
-                                        source_folder=source_folder)
+                                        source_folder=source_folder, out_dir=out_dir)
     if asked.auto:
         width, height = facts["frame_size"]
         fast = sum(speed > 1 for speed in worker_speeds(backend, facts["gpu"]))
