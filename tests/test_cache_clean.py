@@ -262,3 +262,17 @@ def _held(lock: Path) -> bool:
     except BlockingIOError:
         return True
     return False
+
+
+def test_a_carried_file_pruned_between_put_and_link_is_stored_again(tmp_path):
+    """A clean during a prepare: the store's copy, not yet linked (link count 1), is pruned meanwhile."""
+    source = tmp_path / "wood.png"
+    source.write_bytes(os.urandom(5000))
+    files = FileStore(tmp_path / "prepared" / ".files")
+    sha256, _ = files.put(source)
+    assert cache.clean(tmp_path, everything=True).store_files == 1 and not files.has(sha256)
+
+    files.link(sha256, tmp_path / "prepared" / "job" / "files" / "wood.png")
+
+    assert (tmp_path / "prepared" / "job" / "files" / "wood.png").read_bytes() == source.read_bytes()
+    assert files.has(sha256) and (tmp_path / "prepared" / ".files" / sha256).stat().st_nlink == 2
