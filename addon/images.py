@@ -9,7 +9,9 @@ frame_offset`` of its image user, refreshed on every frame change
 ``frame_offset`` is one less, and ``frame_duration`` spans up to the last one,
 so the editor shows frame N at scene frame N, and past the last delivered frame
 it holds that one: parked at or after the end, the playhead shows each frame as
-it lands. The playhead is never moved, so the artist's scene is left alone.
+it lands; before the first it shows no image, as any sequence in Blender does.
+Deliveries never move the playhead (that would re-evaluate the artist's scene
+under them); picking a frame in the panel's list does, as the artist asked.
 
 Blender caches what it read for each frame, a missing file included, so every
 delivery reloads the image: a new frame is read, and one rendered again shows its
