@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blender_asset_tracer import blendfile
+from blender_asset_tracer.blendfile import exceptions
 
 #: Blocks of the user interface, with the DATA blocks written after each (areas, regions, spaces).
 _UI_CODES = {b"WM", b"SN", b"SR", b"WS"}  # screens are SN blocks of SR IDs
@@ -45,6 +46,9 @@ _VOLATILE_FIELDS = {
 }
 #: ``Image.type`` of a Render Result and of the compositor's Viewer (DNA_image_types.h, ``eImageType``).
 _SESSION_IMAGE_TYPES = {4, 5}
+#: What reading a damaged or foreign file raises.
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, struct.error, NotImplementedError,
+              exceptions.BlendFileError, exceptions.SegmentationFault)
 _NULL, _DANGLING = 0, 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -52,7 +56,7 @@ def fingerprint(blend: Path, skip_image: Callable[[bytes], bool] | None = None) 
     """SHA-256 of ``blend``'s rendering content; the same for every session's save of the same scene.
 
     ``skip_image`` gets an image's path as stored (``//files/...``) and says whether the image is
-    one no render reads. Raises what BAT raises for a file that is not a readable .blend.
+    one no render reads. Raises one of ``UNREADABLE`` for a file that is not a readable .blend.
     """
     bfile = blendfile.BlendFile(Path(blend))
     try:

@@ -66,7 +66,7 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
         fingerprint = job_folder.scene_fingerprint(rendered, carried)
         job = Job(job.name, job.display_name, settings, fingerprint, tuple(facts["saved_with"]))
         text = json.dumps(job.to_json(), indent=1, ensure_ascii=False)
-        if _same_scene(folder, carried, fingerprint):
+        if _same_scene(folder, carried, fingerprint, rendered):
             if job_folder.job_json(folder).read_text(encoding="utf-8") != text:
                 write_text(job_folder.job_json(folder), text)  # a new inode: links to the old one keep it
         else:
@@ -76,13 +76,18 @@ def prepare_job(blend: Path, job: Job, prepared_root: Path, host: Host, workers:
     return job, folder, facts
 
 
-def _same_scene(folder: Path, carried: Carried, fingerprint: str) -> bool:
-    """Whether the job folder of the last run holds this scene, every carried file and a readable job.json."""
+def _same_scene(folder: Path, carried: Carried, fingerprint: str, rendered: str) -> bool:
+    """Whether the job folder of the last run holds this scene and every carried file, with a readable job.json.
+
+    Its blend is fingerprinted again (``rendered`` is the fresh copy's), so one damaged on disk
+    is replaced, and running the same command again heals it.
+    """
     if not (job_folder.holds_scene(folder, carried) and job_folder.job_json(folder).is_file()):
         return False
     try:
-        return Job.load(job_folder.job_json(folder)).source_fingerprint == fingerprint
-    except (ValueError, KeyError, TypeError, BadInput):  # damaged, or another farm's: made again
+        return (Job.load(job_folder.job_json(folder)).source_fingerprint == fingerprint
+                and blend_fingerprint.fingerprint(job_folder.scene_blend(folder), job_folder.not_carried) == rendered)
+    except (ValueError, KeyError, TypeError, BadInput, *blend_fingerprint.UNREADABLE):  # damaged: made again
         return False
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from blender_asset_tracer import blendfile
 from conftest import farm, make_scene, max_difference, read_image, render_whole
 
 from farm_pipelines import job_folder
@@ -141,6 +142,18 @@ def test_a_restarted_sessions_copy_renders_no_tile_and_a_shown_frame_never_trave
     assert b"//files/not-carried/000001.png" in job_folder.scene_blend(folder).read_bytes()
     _, _, facts = prepare_job(copy, job, tmp_path / "unguarded", Host(), 2)
     assert [Path(f.path).name for f in facts["carried"].files] == ["000001.png"]  # what out_dir prevents
+
+    blend = job_folder.scene_blend(folder)  # a few bytes of the kept blend flipped on disk: made again
+    kept = fingerprint(blend, job_folder.not_carried)
+    with blendfile.BlendFile(blend) as bfile:
+        [tint] = [b for b in bfile.find_blocks_from_code(b"MA") if b.id_name == b"MATint"]
+        offset = tint.file_offset + tint.size - 64
+    with blend.open("r+b") as handle:
+        handle.seek(offset)
+        handle.write(b"\xff" * 8)
+    assert fingerprint(blend, job_folder.not_carried) != kept
+    prepare_job(copy, job, tmp_path / "prepared", Host(), 2, out_dir=tmp_path / "out")
+    assert fingerprint(job_folder.scene_blend(folder), job_folder.not_carried) == kept
 
 
 def test_the_renderers_datums_cover_the_scene_folder_and_never_job_json(tmp_path):
