@@ -41,6 +41,7 @@ _OUTPUTS = {
                              "tree.links.new(invert.outputs[0], tree.nodes.new('NodeGroupOutput').inputs[0])\n"
                              "s.compositing_node_group = tree\n",
 }
+_OUTPUTS["multilayer_denoised"] = _OUTPUTS["multilayer"] + "s.cycles.use_denoising, s.cycles.samples = True, 8\n"
 _OUTPUTS["multilayer_composited_denoised"] = _OUTPUTS["multilayer_composited"] + "s.cycles.use_denoising = True\n"
 
 
@@ -177,9 +178,9 @@ def test_without_ffmpeg_or_from_exr_frames_there_is_no_movie_and_a_line_says_why
     ("stereo", "renders stereo or multi-view, which the farm does not (it renders one view); turn off "
                "Stereoscopy in Output Properties"),
     ("multilayer_composited_denoised",
-     "writes multilayer EXR with its compositor and Cycles' denoiser on, and the farm cannot yet write the denoised "
-     "view layers that Blender writes beside the composite; turn off Denoise in Render Properties (a Denoise node "
-     "in the compositor works), or choose --format exr or png"),
+     "writes multilayer EXR with Cycles' denoiser on and its compositor or several view layers, and the farm "
+     "cannot yet write the denoised view layers that Blender writes; turn off Denoise in Render Properties (a "
+     "Denoise node in the compositor works), or choose --format exr or png"),
 ])
 def test_a_scene_the_farm_cannot_write_as_blender_does_is_refused_before_anything_renders(
         base_scene, tmp_path, state, kind, error):
@@ -204,6 +205,10 @@ def exr_channels(path: Path) -> dict[str, np.ndarray]:
                                       "ViewLayer.Combined.R"]),
     ("multilayer", ["--whole-frame"], ["ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G",
                                        "ViewLayer.Combined.R"]),
+    # Cycles keeps what it denoised as Noisy Image; the farm denoises the stitched frame and keeps it too.
+    ("multilayer_denoised", ["--tile", "16"], [
+        "ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R",
+        "ViewLayer.Noisy Image.A", "ViewLayer.Noisy Image.B", "ViewLayer.Noisy Image.G", "ViewLayer.Noisy Image.R"]),
     ("multilayer_composited", ["--tile", "16"], [
         "Composite.Combined.A", "Composite.Combined.B", "Composite.Combined.G", "Composite.Combined.R",
         "ViewLayer.Combined.A", "ViewLayer.Combined.B", "ViewLayer.Combined.G", "ViewLayer.Combined.R",

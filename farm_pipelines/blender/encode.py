@@ -109,7 +109,8 @@ class FrameEncoder:
 
     def _rendered_passes(self, frame: int) -> dict[str, np.ndarray]:
         """The channels a plain render writes for the scene's view layers: the stitched pieces' (less the
-        denoising data the renderer stored for the farm's denoiser); a whole frame has only its Combined."""
+        denoising data the renderer stored for the farm's denoiser, plus the undenoised Combined as Cycles'
+        Noisy Image); a whole frame has only its Combined."""
         if self._passes_exr is None:
             if self.scene_tree is not None or _renders_more_than_combined(self.scene):
                 raise FarmFailure(f"frame {frame}: the scene writes its passes or composite to a multilayer EXR, "
@@ -119,7 +120,13 @@ class FrameEncoder:
         channels = merge.read_layers(self._passes_exr) or {}
         farm_only = [f"{layer.name}.Denoising " for layer in self.scene.view_layers
                      if not layer.cycles.denoising_store_passes]
-        return {name: pixels for name, pixels in channels.items() if not name.startswith(tuple(farm_only))}
+        passes = {name: pixels for name, pixels in channels.items() if not name.startswith(tuple(farm_only))}
+        for layer in self.scene.view_layers:  # Cycles keeps what it denoised as the layer's Noisy Image
+            if self.denoise and layer.use and layer.cycles.use_denoising:
+                prefix = f"{layer.name}.Combined."
+                passes.update({f"{layer.name}.Noisy Image.{name[len(prefix):]}": pixels
+                               for name, pixels in channels.items() if name.startswith(prefix)})
+        return passes
 
     def _farm_tree(self, image: bpy.types.Image) -> bpy.types.NodeTree:
         if self.scene_tree is not None:

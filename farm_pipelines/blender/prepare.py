@@ -45,9 +45,9 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
         raise BadInput(f"{source}: scene {scene.name!r} renders stereo or multi-view, which the farm does not "
                        "(it renders one view); turn off Stereoscopy in Output Properties")
     if settings.file_format is None and _composites_denoised_layers(scene):
-        raise BadInput(f"{source}: scene {scene.name!r} writes multilayer EXR with its compositor and Cycles' "
-                       "denoiser on, and the farm cannot yet write the denoised view layers that Blender writes "
-                       "beside the composite; turn off Denoise in Render Properties (a Denoise node in the "
+        raise BadInput(f"{source}: scene {scene.name!r} writes multilayer EXR with Cycles' denoiser on and its "
+                       "compositor or several view layers, and the farm cannot yet write the denoised view layers "
+                       "that Blender writes; turn off Denoise in Render Properties (a Denoise node in the "
                        "compositor works), or choose --format exr or png")
     if settings.sample_chunks > 1 and scene.render.engine != "CYCLES":
         raise BadInput(f"{source}: --sample-chunks needs Cycles; scene {scene.name!r} renders with "
@@ -69,13 +69,15 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
 
 
 def _composites_denoised_layers(scene: bpy.types.Scene) -> bool:
-    """A multilayer EXR of a composited, Cycles-denoised render holds each view layer's denoised Combined
-    beside the composite; the farm denoises only inside its compositor tree, whose result is the composite."""
+    """A multilayer EXR of a Cycles-denoised render holds each view layer's denoised Combined; the farm
+    denoises inside its compositor tree, whose one result is the composite, or the first layer's Combined
+    when the scene does not composite."""
     render = scene.render
-    return (render.image_settings.file_format == "OPEN_EXR_MULTILAYER" and render.use_compositing
-            and compositor_for(scene).user_tree() is not None and render.engine == "CYCLES"
-            and scene.cycles.use_denoising and any(layer.use and layer.cycles.use_denoising
-                                                   for layer in scene.view_layers))
+    layers = [layer for layer in scene.view_layers if layer.use]
+    composites = render.use_compositing and compositor_for(scene).user_tree() is not None
+    return (render.image_settings.file_format == "OPEN_EXR_MULTILAYER" and render.engine == "CYCLES"
+            and scene.cycles.use_denoising and any(layer.cycles.use_denoising for layer in layers)
+            and (composites or len(layers) > 1))
 
 
 def _save_copy(source: Path, destination: Path) -> None:
