@@ -112,7 +112,7 @@ class FrameEncoder:
         denoising data the renderer stored for the farm's denoiser, plus the undenoised Combined as Cycles'
         Noisy Image); a whole frame has only its Combined."""
         if self._passes_exr is None:
-            if self.scene_tree is not None or _renders_more_than_combined(self.scene):
+            if self.scene_tree is not None or self.denoise or _renders_more_than_combined(self.scene):
                 raise FarmFailure(f"frame {frame}: the scene writes its passes or composite to a multilayer EXR, "
                                   "which a whole-frame render does not carry to the farm's merge; render it "
                                   "in tiles smaller than the frame (--tile)")
