@@ -121,19 +121,20 @@ def test_a_sessions_save_fingerprints_by_what_renders_and_a_real_edit_changes_it
 
 
 def test_a_restarted_sessions_copy_renders_no_tile_and_a_shown_frame_never_travels(tmp_path, state):
-    """The add-on saves each session's copy at one path; the second session's copy reuses every tile.
-    A farm frame shown in Blender is pointed away from (``files/not-carried``), not carried, not missing."""
+    """The add-on saves each session's copy at one path; the second session's copy reuses every tile,
+    though it shows a frame the farm delivered: that frame is pointed away from (``files/not-carried``),
+    neither carried nor missing."""
     artist = make_scene(tmp_path / "artist.blend", size=[32, 24], frames=[1, 2])
     copy = tmp_path / "addon-copy" / "artist.blend"
     copy.parent.mkdir()
     render = ["render", copy, "--tile", "16", "--workers", "1", "--out", tmp_path / "out"]
     session(artist, copy, "none")
     assert rendered_tiles(farm(*render, state=state)) == 8
-    session(artist, copy, "ui")  # Blender restarted: another session, its own bytes
-    assert rendered_tiles(farm(*render, state=state)) == 0
-
     shown = tmp_path / "out" / "000001.png"
-    session(artist, copy, "frame", shown)
+    session(artist, copy, "frame", shown)  # Blender restarted: its own UI and previews, and the frame shown
+    done = farm(*render, state=state)
+    assert rendered_tiles(done) == 0 and "missing" not in done.stderr
+
     job = Job(job_name_for(copy.stem, str(copy)), copy.stem, JobSettings())
     before = Job.load(job_folder.job_json(state / "prepared" / job.name)).source_fingerprint
     again, folder, facts = prepare_job(copy, job, tmp_path / "prepared", Host(), 2, out_dir=tmp_path / "out")
