@@ -33,7 +33,7 @@ SESSION = """
 import bpy, sys
 source, copy, mode, frame = sys.argv[-4:]
 bpy.ops.wm.open_mainfile(filepath=source, load_ui=True, use_scripts=False)
-if mode in ("ui", "frame"):  # another zoom, another tab, an image shown, previews drawn: nothing that renders
+if mode in ("ui", "frame"):  # another zoom and tab, previews drawn, a render looked at: nothing that renders
     for screen in bpy.data.screens:
         for area in screen.areas:
             space = area.spaces.active
@@ -43,6 +43,8 @@ if mode in ("ui", "frame"):  # another zoom, another tab, an image shown, previe
                 space.context = "MATERIAL"
     for material in bpy.data.materials:
         material.preview_ensure()
+    bpy.ops.render.render()  # F12: the session now has a Render Result image
+    assert "Render Result" in bpy.data.images
 if mode == "frame":  # the add-on loads a finished frame and shows it in the Image Editors
     image = bpy.data.images.load(frame, check_existing=True)
     for screen in bpy.data.screens:
