@@ -2,7 +2,7 @@
 
 Two saves of the same scene differ in bytes a render never reads: the window
 manager, screens and workspaces (which area is active, the zoom), the file's own
-path and thumbnail, the garbage after a string's end, ID bookkeeping (user counts,
+path and thumbnail, the garbage after a string's end and in padding, ID bookkeeping (user counts,
 preview icons, runtime tags) and, in principle, every pointer, which is a memory
 address of the session that saved it. So the file is read block by block with
 Blender Asset Tracer's DNA reader (no Blender): UI blocks and the data that follows
