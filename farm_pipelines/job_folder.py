@@ -16,6 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.carried import Carried
 
 #: The folder of what renders: the renderer's ``blends`` input (its glob ``/(*)/scene`` names it too).
@@ -97,3 +98,29 @@ def files_of(folder: Path) -> list[str]:
     """Every file of a job folder, as POSIX paths relative to it, in a stable order."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """``destination`` becomes ``source``'s content: a new hard link swapped in, or a copy."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temp = destination.with_name(f".{destination.name}.link")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+    except OSError:
+        copy_file(source, destination)
+        return
+    os.replace(temp, destination)
+
+
+def same_file(a: Path, b: Path) -> bool:
+    if os.path.samefile(a, b):
+        return True
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            chunk = fa.read(1 << 20)
+            if chunk != fb.read(1 << 20):
+                return False
+            if not chunk:
+                return True

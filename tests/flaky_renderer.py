@@ -20,7 +20,7 @@ from farm_pipelines.pipelines.renderer.__main__ import render_datum
 from farm_pipelines.worker_api import run_batched
 
 
-def _attempt(renderer: TileRenderer, jobs: dict) -> None:
+def _attempt(renderer: TileRenderer) -> None:
     tile = pfs.input_path("splitter")
     record = Path(os.environ["FLAKY_DIR"])
     attempt = len(list(record.glob(f"{tile.stem}.*.json")))
@@ -35,12 +35,12 @@ def _attempt(renderer: TileRenderer, jobs: dict) -> None:
         with tile.open("a", encoding="utf-8") as damaged:  # a copy: the retry must get the tile intact
             damaged.write("not json")
         raise RuntimeError(f"flaky tile {tile.stem} fails (attempt {attempt + 1})")
-    render_datum(renderer, jobs)
+    render_datum(renderer)
 
 
 def main() -> None:
-    renderer, jobs = TileRenderer(threads=pfs.threads()), {}
-    run_batched(lambda: _attempt(renderer, jobs))
+    renderer = TileRenderer(threads=pfs.threads())
+    run_batched(lambda: _attempt(renderer))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def _touch(root: Path, *paths: str) -> None:
 def _repos(tmp_path: Path) -> Path:
     repos = tmp_path / "repos"
     for job in ("alpha", "beta"):
-        _touch(repos, f"blends/{job}/scene.blend", f"blends/{job}/job.json")
+        _touch(repos, f"blends/{job}/scene/scene.blend", f"blends/{job}/job.json")
     _touch(repos, *(f"splitter/alpha/tiles/000001_{i:04d}.json" for i in range(12)))
     _touch(repos, "splitter/alpha/frames/000001/manifest.json")
     _touch(repos, *(f"splitter/beta/tiles/000007_{i:04d}.json" for i in range(3)))
@@ -38,7 +38,7 @@ def test_renderer_join_pairs_each_tile_with_its_own_jobs_blend_only(tmp_path):
     for datum in datums:
         blend, tile = datum.inputs
         assert blend.name == "blends" and tile.name == "splitter"
-        assert tile.path.startswith(blend.path + "/tiles/")
+        assert tile.path.startswith(blend.path.removesuffix("/scene") + "/tiles/")
 
 
 def test_merger_gets_one_datum_per_frame_with_its_jobs_blend_and_tiles(tmp_path):

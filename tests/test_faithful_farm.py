@@ -43,20 +43,20 @@ def _expected_datum_id(parts: list[tuple[str, str, str]]) -> str:
 
 
 def test_datum_id_hashes_paths_not_contents_and_skip_hash_hashes_contents(tmp_path):
-    (tmp_path / "blends" / "job").mkdir(parents=True)
-    (tmp_path / "blends" / "job" / "scene.blend").write_bytes(b"one")
+    (tmp_path / "blends" / "job" / "scene").mkdir(parents=True)
+    (tmp_path / "blends" / "job" / "scene" / "scene.blend").write_bytes(b"one")
     (tmp_path / "splitter" / "job" / "tiles").mkdir(parents=True)
     (tmp_path / "splitter" / "job" / "tiles" / "000001_0000.json").write_text("{}")
     [datum] = enumerate_datums(load_spec("renderer")["input"], tmp_path, "job")
     ident = pachd_datum_id(datum, tmp_path)
-    assert ident == _expected_datum_id([("blends", "blends", "/job/"),
+    assert ident == _expected_datum_id([("blends", "blends", "/job/scene/"),
                                         ("splitter", "splitter", "/job/tiles/000001_0000.json")])
     def content(item: DatumInput) -> str:
         return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(item.source(tmp_path).rglob("*"))
                                        if p.is_file()) if item.source(tmp_path).is_dir()
                               else item.source(tmp_path).read_bytes()).hexdigest()
     before = hash_datum("salt", datum, tmp_path, content)
-    (tmp_path / "blends" / "job" / "scene.blend").write_bytes(b"two")
+    (tmp_path / "blends" / "job" / "scene" / "scene.blend").write_bytes(b"two")
     assert pachd_datum_id(datum, tmp_path) == ident  # paths only
     assert hash_datum("salt", datum, tmp_path, content) != before  # contents and salt
     assert hash_datum("other", datum, tmp_path, content) != hash_datum("salt", datum, tmp_path, content)
@@ -194,7 +194,7 @@ def test_a_tile_failing_once_is_retried_at_once_on_the_same_worker_in_a_restarte
     tiles = sorted(p.name.split(".")[0] for p in record.glob("*.json"))
     # laid out as <set>/pfs/<datum id>/splitter/<path in repo>; the ID hashes those paths
     in_repo = first["resolved"].split(f"/pfs/{first['PACH_DATUM_ID']}/splitter")[1]
-    expected = _expected_datum_id([("blends", "blends", f"/{in_repo.split('/')[1]}/"),
+    expected = _expected_datum_id([("blends", "blends", f"/{in_repo.split('/')[1]}/scene/"),
                                    ("splitter", "splitter", in_repo)])
     assert first["PACH_DATUM_ID"] == expected
     source = tmp_path / "state" / "repos" / "splitter" / in_repo.lstrip("/")

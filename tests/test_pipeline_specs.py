@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Two jobs, laid out as the specs say each repo is.
 REPOS = {
-    "blends": ["/a/scene.blend", "/a/job.json", "/b/scene.blend", "/b/job.json"],
+    "blends": ["/a/scene/scene.blend", "/a/job.json", "/b/scene/scene.blend", "/b/job.json"],
     "splitter": ["/a/tiles/000001_0000.json", "/a/tiles/000001_0001.json", "/a/tiles/000002_0000.json",
                  "/a/tiles/000002_0001.json", "/a/frames/000001/manifest.json", "/a/frames/000002/manifest.json",
                  "/b/tiles/000007_0000.json", "/b/frames/000007/manifest.json"],
@@ -129,7 +129,7 @@ def test_renderer_pairs_each_tile_with_its_own_jobs_blend_only():
     tiles = [p for p in REPOS["splitter"] if "/tiles/" in p]
     assert sorted(d["splitter"] for d in datums) == sorted(tiles)  # every tile once, no manifests
     for datum in datums:
-        assert datum["blends"] == "/" + datum["splitter"].split("/")[1]
+        assert datum["blends"] == "/" + datum["splitter"].split("/")[1] + "/scene"
 
 
 def test_merger_has_one_datum_per_frame_with_its_own_jobs_blend_and_tiles():

@@ -173,7 +173,7 @@ def test_tasks_fed_after_a_worker_gave_up_fail_with_its_reason():
 
 
 def put_job(state: Path, job: str, tiles: int) -> None:
-    blends = state / "repos" / "blends" / job
+    blends = state / "repos" / "blends" / job / "scene"
     blends.mkdir(parents=True)
     (blends / "scene.blend").write_bytes(b"BLENDER-v500 not opened: no process starts")
     for index in range(tiles):

@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING
 
 from farm_pipelines import liveness
 from farm_pipelines.datums import Datum, DatumInput, enumerate_datums
+from farm_pipelines.local import work_dirs
 from farm_pipelines.local.datum_data import datum_data
 from farm_pipelines.local.pachd_rules import DEFAULT_DATUM_TRIES, cut_sets, hash_datum, pachd_datum_id, set_spec
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.worker_api_server import serve_worker_api
-from farm_pipelines.local.workers import WORKER_NICENESS, cpu_sets
+from farm_pipelines.local.worker_slot import WORKER_NICENESS
+from farm_pipelines.local.workers import cpu_sets
 
 if TYPE_CHECKING:
     from farm_pipelines.local.farm import LocalFarm
@@ -108,14 +110,14 @@ class FaithfulStage:
         tasks: queue.Queue[list[FaithfulDatum]] = queue.Queue()
         for datum_set in sets:
             tasks.put(datum_set)
-        run_dir = self.farm.root / "work" / f"{self.pipeline}-{uuid.uuid4().hex[:8]}"
-        threads = [threading.Thread(target=SetWorker(self, run_dir / str(i), cpus).run, args=(tasks,), daemon=True)
+        run = work_dirs.new_run_dir(self.farm.root, self.pipeline)  # locked: the next run knows it is live
+        threads = [threading.Thread(target=SetWorker(self, run.path / str(i), cpus).run, args=(tasks,), daemon=True)
                    for i, cpus in enumerate(cpu_sets(workers))] if sets else []
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        run.remove()
         for item in pending:
             if item.state == "PENDING":  # its worker failed or the run was cancelled
                 item.state = "FAILED"

@@ -10,31 +10,30 @@ runs the stages in order and reports progress (``progress``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from farm_pipelines import gpu, job_folder, job_parts, merged_frames
-from farm_pipelines.atomic_files import copy_file, write_text
+from farm_pipelines import gpu, job_folder, merged_frames
+from farm_pipelines.atomic_files import copy_file
 from farm_pipelines.backend import Progress
 from farm_pipelines.datums import datum_id, enumerate_datums
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
-from farm_pipelines.local.faithful import FaithfulStage
+from farm_pipelines.local import cache, commit_sets, memory, work_dirs
 from farm_pipelines.local.frame_merges import FrameMerges
-from farm_pipelines.local.pachd_rules import new_id
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler, Task, describe_datum
 from farm_pipelines.local.store import DatumStore
 from farm_pipelines.local.workers import MAX_WORKERS, WorkerPool, usable_cpus
-from farm_pipelines.pipelines import PIPELINES, load_spec
+from farm_pipelines.pipelines import load_spec
 
 
 def default_state_dir() -> Path:
@@ -63,6 +62,7 @@ class LocalFarm:
             raise BadInput(f"{workers} workers: a local farm runs 1 to {MAX_WORKERS} (each is a Blender holding "
                            "the whole scene); leave it unset for one per core")
         self._asked_workers = workers
+        memory.limit_from(os.environ.get(memory.LIMIT_ENV))  # a bad FARM_MEMORY_LIMIT: bad input, before any start
         self.gpu_backend = gpu.parse_backend(gpu_backend) if gpu_backend else gpu.backend_setting()
         self._plans: list[gpu.WorkerPlan] | None = None
         self._gpus = gpus
@@ -159,37 +159,30 @@ class LocalFarm:
         Pachyderm, delivers frames per commit, so there a job with ``frames`` and ``on_frame``
         is run in parts (``job_parts``), each as its own commit set.
         """
+        limit = cache.cache_limit(self.root)  # a bad FARM_CACHE_LIMIT is bad input before anything runs
+        removed, freed = work_dirs.remove_stale(self.root)
+        if removed:
+            self.log(f"removed {removed} killed run(s)' work folder(s), {freed.describe()}")
+        try:
+            self._run(job, Path(job_files), on_progress, cancel, on_frame, frames or [], tiles_per_frame)
+        finally:
+            with contextlib.suppress(OSError):  # the cap must not hide the run's own result
+                cleaned = cache.enforce_limit(self.root, job.name, limit)
+                for line in cleaned.lines() if cleaned.anything else []:
+                    self.log(f"the farm's cache was over its limit ({cache.LIMIT_ENV}): {line}")
+
+    def _run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None], cancel: threading.Event,
+             on_frame: Callable[[int, Path], None] | None, frames: list[int], tiles_per_frame: int) -> None:
         self._parts[job.name] = [job.name]
         if self.faithful:
-            least = job_parts.min_tiles(self.specs.get("renderer") or load_spec("renderer"), self.workers)
-            parts = job_parts.split(job, frames or [], tiles_per_frame, least) if on_frame else [job]
-            self._parts[job.name] = [part.name for part in parts]
-            tracker = ProgressTracker()
-            tracker.on_progress = on_progress
-            tracker.frames_total = len(frames or [])
-            lost = []
-            for part in parts:
-                if part is job:
-                    lost += self._run_faithful(job, Path(job_files), tracker, cancel)
-                else:
-                    self.root.mkdir(parents=True, exist_ok=True)
-                    with tempfile.TemporaryDirectory(dir=self.root, prefix=".part-") as folder:
-                        lost += self._run_faithful(part, _part_folder(part, Path(job_files), Path(folder)), tracker,
-                                                   cancel)
-                if on_frame:
-                    for frame, path in self._merged_frames(part.name):
-                        on_frame(frame, path)
-            tracker.done(sum(len(self._merged_frames(name)) for name in self._parts[job.name]))
-            if lost:  # the job succeeded; name what it lost with its own error line, as describe() does
-                first = lost[0]
-                raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
-                                  f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
+            self._parts[job.name] = commit_sets.run_in_parts(self, job, job_files, on_progress, cancel, on_frame,
+                                                             frames, tiles_per_frame)
             return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
         merges: FrameMerges | None = None
         try:
-            self._put_job(job, Path(job_files))
+            self.put_job(job, job_files)
             failed_split = self.run_pipeline("splitter", job.name, tracker, cancel, warm["splitter"])
             if failed_split:
                 raise FarmFailure(f"splitting failed: {next(iter(failed_split.values()))}")
@@ -210,46 +203,13 @@ class LocalFarm:
                 pool.stop()
             if merges:
                 merges.remove_view()
-        tracker.done(len(self._merged_frames(job.name)))
+        tracker.done(len(self.merged_frames(job.name)))
         if failed_tiles:
             first = sorted(failed_tiles.items())[0]
             raise FarmFailure(f"{len(failed_tiles)} tile(s) failed after retries; first: "
                               f"{describe_datum(first[0])}: {first[1]}")
         if failed_merges:
             raise FarmFailure(f"merging failed: {next(iter(failed_merges.values()))}")
-
-    def _run_faithful(self, job: Job, job_files: Path, tracker: ProgressTracker,
-                      cancel: threading.Event) -> list:
-        """The DAG as pachd runs one commit set: one 32-hex ID for the job and all its commits
-        (``pachd_rules.new_id``). A stage with a failed datum fails its job once all its sets are
-        done (``registry.go``, ``processDatums`` -> ``failJob``), and the next stage's job is then
-        JOB_UNRUNNABLE (``processJobStarting`` -> ``failedInputs`` -> ``markJobUnrunnable``): it
-        never runs, and the run fails in one line naming the failed datums. Returns the tiles the
-        job lost (recovered by ``err_cmd``): the job succeeded without them."""
-        self._put_job(job, job_files)
-        job_id = new_id()
-        self.log(f"job {job_id} (commit set of {job.name})")
-        lost: list = []
-        # A pipeline the packaged DAG lacks (a mixed cluster's ``renderer-gpu``) runs before the merger.
-        extra = [name for name in self.specs if name not in PIPELINES]
-        dag = [*PIPELINES[:-1], *extra, PIPELINES[-1]]
-        for name in dag:
-            spec = self.specs.get(name) or load_spec(name)
-            result = FaithfulStage(self, spec, job.name, job_id, tracker, cancel).run()
-            lost += result.lost
-            if cancel.is_set():
-                raise FarmFailure("cancelled")
-            if name == "splitter" and not tracker.frames_total:
-                tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
-            if result.failed:
-                later = dag[dag.index(name) + 1:]
-                first = result.failed[0]
-                raise FarmFailure(
-                    f"{name} job {job_id} failed: {len(result.failed)} datum(s) failed ("
-                    + ", ".join(f"{d.id} {describe_datum(d.datum.key())}" for d in result.failed)
-                    + f"); first error: {first.error}"
-                    + (f"; the {', '.join(later)} job(s) are unrunnable" if later else ""))
-        return lost
 
     def _mixes_devices(self, job_name: str) -> bool:
         """True when a GPU scene meets GPU and CPU workers: then each frame stays on one kind of device."""
@@ -270,7 +230,7 @@ class LocalFarm:
         out_dir = Path(out_dir)
         errors = []
         for name in self._parts.get(job.name, [job.name]):
-            for frame, source in self._merged_frames(name):
+            for frame, source in self.merged_frames(name):
                 if frame in skip:
                     continue
                 destination = out_dir / source.name
@@ -285,7 +245,7 @@ class LocalFarm:
     def job_files(self, job_name: str) -> Path:
         return self.repos / "blends" / job_name
 
-    def _put_job(self, job: Job, job_files: Path) -> None:
+    def put_job(self, job: Job, job_files: Path) -> None:
         """Commit the job folder to the ``blends`` repo: ``repos/blends/<job>`` becomes the same tree.
 
         Files are hard links to the prepared folder's (whose carried files are links into the
@@ -304,9 +264,9 @@ class LocalFarm:
         wanted = set(job_folder.files_of(job_files))
         for rel in sorted(wanted):
             source, destination = job_files / rel, target / rel
-            if destination.exists() and _same_file(source, destination):
+            if destination.exists() and job_folder.same_file(source, destination):
                 continue
-            _link_or_copy(source, destination)
+            job_folder.link_or_copy(source, destination)
         for rel in job_folder.files_of(target) if target.exists() else []:
             if rel not in wanted:
                 (target / rel).unlink()
@@ -314,7 +274,7 @@ class LocalFarm:
             if not any(folder.iterdir()):
                 folder.rmdir()
 
-    def _merged_frames(self, job_name: str) -> list[tuple[int, Path]]:
+    def merged_frames(self, job_name: str) -> list[tuple[int, Path]]:
         folder = self.repos / "merger" / job_name
         frames = []
         for path in folder.glob("*") if folder.exists() else []:
@@ -364,39 +324,3 @@ class LocalFarm:
         done_ids = [t.id for t in tasks if t.datum.key() not in scheduler.failed]
         self.store.publish(name, scope, done_ids)
         return scheduler.failed
-
-
-def _part_folder(part: Job, job_files: Path, folder: Path) -> Path:
-    """A part's job folder in ``folder``: the job's files, linked, and the part's own job.json."""
-    for rel in job_folder.files_of(job_files):
-        if rel != "job.json":
-            _link_or_copy(job_files / rel, folder / rel)
-    write_text(folder / "job.json", json.dumps(part.to_json(), indent=1, ensure_ascii=False))
-    return folder
-
-
-def _link_or_copy(source: Path, destination: Path) -> None:
-    """``destination`` becomes ``source``'s content: a new hard link swapped in, or a copy."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temp = destination.with_name(f".{destination.name}.link")
-    temp.unlink(missing_ok=True)
-    try:
-        os.link(source, temp)
-    except OSError:
-        copy_file(source, destination)
-        return
-    os.replace(temp, destination)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if os.path.samefile(a, b):
-        return True
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with a.open("rb") as fa, b.open("rb") as fb:
-        while True:
-            chunk = fa.read(1 << 20)
-            if chunk != fb.read(1 << 20):
-                return False
-            if not chunk:
-                return True

@@ -10,19 +10,16 @@ measured (``worker_memory``, ``memory``).
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from farm_pipelines import gpu
 from farm_pipelines.errors import FarmFailure
-from farm_pipelines.local import memory
+from farm_pipelines.local import memory, work_dirs
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Scheduler
 from farm_pipelines.local.worker_memory import MemoryGuard, measurable, process_memory
-from farm_pipelines.local.worker_slot import WORKER_NICENESS as WORKER_NICENESS  # faithful's import
 from farm_pipelines.local.worker_slot import Slot
 from farm_pipelines.pipelines import load_spec
 
@@ -77,7 +74,8 @@ class WorkerPool:
         self.guard = MemoryGuard(memory.limit_from(os.environ.get(memory.LIMIT_ENV))
                                  if pipeline == "renderer" else None)
         self._lock = threading.Lock()
-        self.run_dir = farm.root / "work" / f"{pipeline}-{uuid.uuid4().hex[:8]}"
+        self.run = work_dirs.new_run_dir(farm.root, pipeline)  # locked while in use: a killed run's is removed later
+        self.run_dir = self.run.path
         count = min(farm.workers, datums) if datums else farm.workers
         # Renderers follow the farm's plan (GPU workers first); the other stages share the CPUs.
         plans = farm.plans[:count] if pipeline == "renderer" else \
@@ -146,7 +144,7 @@ class WorkerPool:
             time.sleep(0.1)
         # Every worker has gone: a task still queued (one handed back as its worker failed) has nobody to run it.
         self.scheduler.fail_all("no worker was left to run it; the workers' logs say why")
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run.remove()
 
     def stop(self) -> None:
         """Stop every worker now: a cancel, or a stage that will never be fed."""
@@ -155,4 +153,4 @@ class WorkerPool:
             slot.stop()
         for thread in self.threads:
             thread.join()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run.remove()
