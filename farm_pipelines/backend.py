@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from farm_pipelines.job import Job
+from farm_pipelines.job_parts import FramePlan
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,14 @@ class Backend(Protocol):
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
-            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
+            plan: FramePlan | None = None) -> None:
         """Upload ``job_files`` (the job folder, ``job_folder``) as ``/<job.name>/`` of the ``blends``
         repo, then block until the merger has finished the job.
 
         ``on_frame(frame, file)`` is called with each frame merged while the job runs, as soon as
         the backend has it (a readable file, which the caller copies); ``fetch_frames`` then gets
-        the rest. ``frames`` are the job's frames as prepare resolved them: a backend that can
-        deliver frames only per commit submits the job in parts of them (``job_parts``), each of enough
-        tiles (``tiles_per_frame``) for its datum sets.
+        the rest. ``plan`` holds the job's frames as prepare resolved them: a backend that can
+        deliver frames only per commit submits the job in parts of them (``job_parts``).
         Raises ``FarmFailure`` (one clear line, naming failed tiles) or ``BadInput``.
         """
 

@@ -305,20 +305,20 @@ class PachydermBackend:
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
-            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
-        """Submit the job as parts of consecutive ``frames`` (``job_parts``), one commit each, then follow
+            plan: job_parts.FramePlan | None = None) -> None:
+        """Submit the job as parts of its frames (``job_parts``), one commit each, then follow
         them in order, handing each part's frames to ``on_frame`` as soon as its merger job is done."""
         self._require_pipelines()
         self.check_workers_read(job, job_folder.scene_blend(Path(job_files)))
         renderer = load_spec("renderer")
         least = job_parts.min_tiles(renderer, int(renderer.get("parallelism_spec", {}).get("constant", 1)))
-        parts = job_parts.split(job, frames or [], tiles_per_frame, least)
+        parts = job_parts.split(job, plan, least)
         commits: list[tuple[Job, str]] = []
         carried = self.store_files(Path(job_files))
         for part in parts:  # all at once: pachd runs the parts' job sets one after another, pipelined
             commits.append((part, self.upload(part, Path(job_files), commits[0] if commits else None, carried)))
             self._job_commits[job.name] = commits
-        before = Progress("splitter", frames_total=len(frames or []))
+        before = Progress("splitter", frames_total=len(plan.frames) if plan else 0)
         for index, (part, commit_id) in enumerate(commits):
             last = index == len(commits) - 1
             latest = [Progress("splitter")]

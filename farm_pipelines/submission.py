@@ -26,6 +26,7 @@ from farm_pipelines.events import Caution, Detail, Done, FarmEvent, FrameDone, I
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job, JobSettings, job_name_for
 from farm_pipelines.job_lock import job_lock
+from farm_pipelines.job_parts import FramePlan
 from farm_pipelines.local.farm import LocalFarm, default_state_dir
 from farm_pipelines.pipelines import load_spec
 from farm_pipelines.preparation import prepare_job
@@ -110,7 +111,7 @@ def _submit(blend: Path, job: Job, out_dir: Path, state: Path, backend: Backend,
 
     try:
         backend.run(job, job_files, lambda progress: emit(ProgressUpdate(progress)), cancel, on_merged,
-                    facts["frames"], tiles_per_frame(job, facts))
+                    FramePlan(facts["frames"], facts["scene_start"], tiles_per_frame(job, facts)))
     except FarmFailure:
         if not cancel.is_set():  # keep the frames that did finish, then report what failed
             with contextlib.suppress(FarmFailure, OSError):  # the run's error says more than the fetch's

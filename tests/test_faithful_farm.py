@@ -20,7 +20,7 @@ from conftest import ROOT, farm, make_scene, max_difference, render_whole
 from farm_pipelines.datums import Datum, DatumInput, enumerate_datums
 from farm_pipelines.errors import FarmFailure
 from farm_pipelines.events import FrameDone
-from farm_pipelines.job import JobSettings, TileSize
+from farm_pipelines.job import FrameRange, JobSettings, TileSize
 from farm_pipelines.local.datum_data import datum_data
 from farm_pipelines.local.farm import LocalFarm
 from farm_pipelines.local.pachd_rules import cut_sets, hash_datum, new_id, pachd_datum_id, set_spec
@@ -253,7 +253,7 @@ def test_with_err_cmd_a_tile_failing_for_good_is_recovered_and_the_job_goes_on(s
 
 def test_frames_land_per_part_each_part_its_own_commit_set(tmp_path):
     """As on Pachyderm, where a job's frames are readable only once its merger job is done: 3 frames of
-    4 tiles with one worker (sets of two tiles need 8: parts of 2 frames, then 1) go as two commit sets,
+    4 tiles with one worker (sets of two tiles need 8: the grid's cells of 2 frames) go as two commit sets,
     and the first part's frames are delivered before the second part's commit set starts."""
     blend = make_scene(tmp_path / "scene.blend", size=[64, 48], samples=4, frames=[1, 3])
     happened: list[str] = []
@@ -270,8 +270,25 @@ def test_frames_land_per_part_each_part_its_own_commit_set(tmp_path):
     frames = render(blend, JobSettings(tile=TileSize(32, 24)), tmp_path / "out", backend=backend,
                     on_event=on_event, state_dir=tmp_path / "state")
 
-    assert happened == ["part1", "frame 1", "frame 2", "part2", "frame 3"], happened
+    assert happened == ["p0", "frame 1", "frame 2", "p1", "frame 3"], happened
     reference = render_whole(blend, tmp_path / "whole", [1, 2, 3])
     assert [p.name for p in frames] == ["000001.png", "000002.png", "000003.png"]
     for frame, path in reference.items():
         assert max_difference(tmp_path / "out" / f"{frame:06d}.png", path) <= 1
+
+
+def test_another_range_renders_no_tile_again_since_a_frame_keeps_its_part(tmp_path):
+    """Parts are cells of a grid from the scene's first frame, so frames 2-3 after 1-3 are in the parts
+    they were in: pachd's datum paths are the same, and their tiles are skipped as processed."""
+    blend = make_scene(tmp_path / "scene.blend", size=[64, 48], samples=4, frames=[1, 3])
+    state = tmp_path / "state"
+    said: dict[str, list[str]] = {"all": [], "some": []}
+    for frames, out in ((FrameRange(), "all"), (FrameRange(2, 3), "some")):
+        backend = LocalFarm(state, workers=1, faithful=True, log=said[out].append)
+        render(blend, JobSettings(tile=TileSize(32, 24), frames=frames), tmp_path / out, backend=backend,
+               state_dir=state)
+    rendered = [[line for line in said[out] if line.startswith("renderer:")] for out in ("all", "some")]
+    assert len(rendered[0]) == 2 and rendered[1] == [], said  # each part's tiles once, then none again
+    assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["000002.png", "000003.png"]
+    for name in ("000002.png", "000003.png"):
+        assert max_difference(tmp_path / "some" / name, tmp_path / "all" / name) == 0

@@ -38,6 +38,7 @@ from farm_pipelines import cli
 from farm_pipelines.cluster_specs import SPEC_ANNOTATION, deploy_specs
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, JobSettings
+from farm_pipelines.job_parts import FramePlan
 from farm_pipelines.pachyderm import UPLOAD_CHUNK, DatumsFailed, PachydermBackend
 from farm_pipelines.pipelines import PIPELINES
 
@@ -714,7 +715,7 @@ def test_fetch_frames_over_http_uses_ranges_and_resumes(pachd, job_files, tmp_pa
 
 
 def test_jobs_and_clean(pachd):
-    part = f"{JOB.name}.part2"  # a long job goes up in parts (job_parts); they list and clean as one job
+    part = f"{JOB.name}.p1"  # a long job goes up in parts (job_parts); they list and clean as one job
     pachd.files["blends"] = {
         f"/{JOB.name}/scene/scene.blend": b"blend", f"/{JOB.name}/job.json": json.dumps(JOB.to_json()).encode(),
         f"/{part}/job.json": json.dumps(JOB.to_json()).encode(),
@@ -885,11 +886,12 @@ def test_a_gpu_scene_reports_each_renderer_pods_device_from_its_logs(pachd, job_
 
 
 def test_a_long_job_goes_up_in_parts_and_each_parts_frames_land_before_the_next_is_followed(pachd, job_files):
-    """Frames 1-4 of 40 tiles each, with sets of at least two tiles on 4 pods x 4 sets (32 tiles): parts
-    of 1, 2 and 1 frames (job_parts), each its own commit, so its frames are readable once its merger job is done."""
+    """Frames 1-4 of 40 tiles each, with sets of at least two tiles on 4 pods x 4 sets (32 tiles): the grid's
+    parts of 1, 2 and 1 frames (job_parts), each its own commit, so its frames are readable once its merger job
+    is done."""
     farm = backend(pachd)
     farm.deploy(deploy_specs("farm-worker:1"))
-    parts = [f"{JOB.name}.part{i}" for i in (1, 2, 3)]
+    parts = [f"{JOB.name}.p{i}" for i in (0, 1, 2)]
     for name, frames in zip(parts, ([1], [2, 3], [4]), strict=True):
         for frame in frames:
             pachd.files.setdefault("merger", {})[f"/{name}/{frame:06d}.png"] = bytes([frame]) * 100
@@ -899,7 +901,7 @@ def test_a_long_job_goes_up_in_parts_and_each_parts_frames_land_before_the_next_
     def on_frame(frame: int, path: Path) -> None:
         delivered.append((frame, path.read_bytes(), list(dict.fromkeys(pachd.jobset_calls))))
 
-    farm.run(JOB, job_files, lambda progress: None, threading.Event(), on_frame, [1, 2, 3, 4], 40)
+    farm.run(JOB, job_files, lambda progress: None, threading.Event(), on_frame, FramePlan([1, 2, 3, 4], 1, 40))
 
     ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
     assert len(ids) == 3
@@ -924,7 +926,8 @@ def test_a_cancelled_job_drops_the_parts_it_did_not_reach_newest_first(pachd, jo
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(FarmFailure, match="cancelled"):
-        farm.run(JOB, job_files, lambda progress: None, cancel, lambda frame, path: None, [1, 2, 3, 4], 40)
+        farm.run(JOB, job_files, lambda progress: None, cancel, lambda frame, path: None,
+                 FramePlan([1, 2, 3, 4], 1, 40))
     ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
     assert len(ids) == 3 and pachd.dropped == [ids[2], ids[1]]
     assert pachd.stopped  # the part it was following had its running job stopped

@@ -58,6 +58,7 @@ def prepare(source: Path, destination: Path, settings: JobSettings) -> dict:
     _save_copy(source, destination)
     return {
         "frames": frames,
+        "scene_start": scene.frame_start,  # where the parts' grid starts (job_parts)
         "frame_size": list(session.frame_size(scene)),
         "region": session.render_region(scene).as_list(),
         "users": users,

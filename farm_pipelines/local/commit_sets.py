@@ -31,16 +31,16 @@ if TYPE_CHECKING:
 
 
 def run_in_parts(farm: LocalFarm, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
-                 cancel: threading.Event, on_frame: Callable[[int, Path], None] | None, frames: list[int],
-                 tiles_per_frame: int) -> list[str]:
+                 cancel: threading.Event, on_frame: Callable[[int, Path], None] | None,
+                 plan: job_parts.FramePlan | None) -> list[str]:
     """Run the job's parts one commit set after another, handing each part's frames to ``on_frame``
     once its merger job is done; returns the parts' job folder names. Without ``on_frame`` the job
     is one part. Tiles lost (recovered by ``err_cmd``) fail the run once every part has run."""
     least = job_parts.min_tiles(farm.specs.get("renderer") or load_spec("renderer"), farm.workers)
-    parts = job_parts.split(job, frames, tiles_per_frame, least) if on_frame else [job]
+    parts = job_parts.split(job, plan, least) if on_frame else [job]
     tracker = ProgressTracker()
     tracker.on_progress = on_progress
-    tracker.frames_total = len(frames)
+    tracker.frames_total = len(plan.frames) if plan else 0
     lost = []
     for part in parts:
         if part is job:

@@ -27,6 +27,7 @@ from farm_pipelines.datums import datum_id, enumerate_datums
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.host import Host
 from farm_pipelines.job import Job
+from farm_pipelines.job_parts import FramePlan
 from farm_pipelines.local import cache, commit_sets, memory, work_dirs
 from farm_pipelines.local.frame_merges import FrameMerges
 from farm_pipelines.local.progress import ProgressTracker
@@ -151,12 +152,12 @@ class LocalFarm:
 
     def run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
             cancel: threading.Event, on_frame: Callable[[int, Path], None] | None = None,
-            frames: list[int] | None = None, tiles_per_frame: int = 1) -> None:
+            plan: FramePlan | None = None) -> None:
         """Run the job's DAG; the caller holds ``job_lock`` for the job (``submission.render`` does).
 
         Each frame is merged as soon as its tiles are done (``frame_merges``) and handed to
         ``on_frame(frame, merged file)`` while the renderers go on. The faithful farm, like
-        Pachyderm, delivers frames per commit, so there a job with ``frames`` and ``on_frame``
+        Pachyderm, delivers frames per commit, so there a job with a ``plan`` and ``on_frame``
         is run in parts (``job_parts``), each as its own commit set.
         """
         limit = cache.cache_limit(self.root)  # a bad FARM_CACHE_LIMIT is bad input before anything runs
@@ -164,7 +165,7 @@ class LocalFarm:
         if removed:
             self.log(f"removed {removed} killed run(s)' work folder(s), {freed.describe()}")
         try:
-            self._run(job, Path(job_files), on_progress, cancel, on_frame, frames or [], tiles_per_frame)
+            self._run(job, Path(job_files), on_progress, cancel, on_frame, plan)
         finally:
             with contextlib.suppress(OSError):  # the cap must not hide the run's own result
                 cleaned = cache.enforce_limit(self.root, job.name, limit)
@@ -172,11 +173,11 @@ class LocalFarm:
                     self.log(f"the farm's cache was over its limit ({cache.LIMIT_ENV}): {line}")
 
     def _run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None], cancel: threading.Event,
-             on_frame: Callable[[int, Path], None] | None, frames: list[int], tiles_per_frame: int) -> None:
+             on_frame: Callable[[int, Path], None] | None, plan: FramePlan | None) -> None:
         self._parts[job.name] = [job.name]
         if self.faithful:
             self._parts[job.name] = commit_sets.run_in_parts(self, job, job_files, on_progress, cancel, on_frame,
-                                                             frames, tiles_per_frame)
+                                                             plan)
             return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
