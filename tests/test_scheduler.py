@@ -244,3 +244,25 @@ def _no_stray_threads():
             return
         time.sleep(0.05)
     pytest.fail(f"threads still running: {left}")
+
+
+def test_a_stage_fed_as_it_goes_ends_when_given_up_and_late_tasks_fail_at_once():
+    """The merger's scheduler is fed frame by frame. A worker that cannot start gives the stage up:
+    the stage is then over for its workers (no restart loop), and what still comes fails at once,
+    as does a task that comes after the stage closed; each is reported to ``on_settled``."""
+    scheduler = Scheduler(tries=3)
+    heard: list[tuple[str, str | None]] = []
+    scheduler.on_settled = lambda task, error: heard.append((task.id, error))
+    scheduler.add(tasks("a"))
+    assert not scheduler.drained()
+    scheduler.give_up(None, "worker cannot start: exit code 1")
+    assert scheduler.drained() and scheduler.take() is None
+    scheduler.add(tasks("b"))
+    assert heard == [("a", "worker cannot start: exit code 1"), ("b", "worker cannot start: exit code 1")]
+
+    closed = Scheduler(tries=3)
+    closed.on_settled = lambda task, error: heard.append((task.id, error))
+    closed.close()
+    closed.add(tasks("c"))
+    assert heard[-1][0] == "c" and "after its stage had ended" in heard[-1][1]
+    assert closed.drained() and set(closed.failed) == {tasks("c")[0].datum.key()}

@@ -198,7 +198,7 @@ class LocalFarm:
             failed_tiles = self.run_pipeline("renderer", job.name, tracker, cancel, renderers,
                                              before_feed=merges.expect, estimate=warm["splitter"].peak_memory)
             tracker.stage("merger", total=tracker.frames_total, done=0)
-            failed_merges = merges.finish()
+            failed_merges = merges.finish(cancel)
         finally:
             for pool in warm.values():  # idempotent: also stops a pool an exception left waiting
                 pool.stop()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from farm_pipelines import merged_frames
 from farm_pipelines.datums import Datum, DatumInput, datum_id
+from farm_pipelines.errors import FarmFailure
 from farm_pipelines.local.progress import ProgressTracker
 from farm_pipelines.local.scheduler import Task, frame_of
 from farm_pipelines.pipelines import load_spec
@@ -49,7 +50,8 @@ class FrameMerges:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[str]] = {}  # frame -> keys of its tiles not settled yet
         self.ids: list[str] = []  # this run's merger datums, published as the job's merger commit
-        self.failures: dict[int, str] = {}  # frame -> why it was not merged
+        self._settled: set[str] = set()  # frames whose merger datum settled (or that were stored)
+        self._fault: Exception | None = None  # the first frame that could not be handed on, and why
         self.stored = 0  # frames found merged by an earlier run
         pool.scheduler.on_settled = self._merged
         farm.store.make_room("merger")
@@ -70,9 +72,15 @@ class FrameMerges:
             self._ready(frame)
 
     def tile_settled(self, task: Task, error: str | None) -> None:
-        """The renderer scheduler's ``on_settled``: a frame whose last tile settled goes to the merger."""
+        """The renderer scheduler's ``on_settled``: a frame whose last tile settled goes to the merger.
+
+        A tile that cannot be shown to the merger (its link fails) still settles its frame: the
+        merger then names the piece missing, rather than the frame never being merged."""
         if error is None:
-            self._link_pieces(task)
+            try:
+                self._link_pieces(task)
+            except OSError as failure:
+                self._fault = self._fault or failure
         frame = frame_of(task)
         with self._lock:
             keys = self._waiting.get(frame)
@@ -83,13 +91,29 @@ class FrameMerges:
         if ready:
             self._ready(frame)
 
-    def finish(self) -> dict[str, str]:
-        """Once the renderers are done: merge what is left; returns the merger datums that failed."""
+    def finish(self, cancel: threading.Event) -> dict[str, str]:
+        """Once the renderers are done: merge what is left; returns the merger datums that failed.
+
+        Raises ``FarmFailure`` when cancelled, when a merged frame could not be delivered (a full
+        ``--out``), or when a frame of the job never reached the merger: a fault of the farm, never
+        an exit 0 with a frame missing."""
         self.pool.scheduler.close()
-        self.pool.wait(threading.Event())
+        self.pool.wait(cancel)
+        if cancel.is_set():
+            raise FarmFailure("cancelled")
         if self.stored:
             self.farm.log(f"merger: {self.stored} frame(s) were merged by an earlier run")
         self.farm.store.publish("merger", self.job, self.ids)
+        if isinstance(self._fault, FarmFailure):
+            raise self._fault
+        with self._lock:
+            lost = sorted(set(self._waiting) - self._settled)
+        if lost:
+            raise FarmFailure(f"{len(lost)} frame(s) never reached the merger (first: frame {int(lost[0])}); "
+                              "run the same command again")
+        if self._fault:
+            raise FarmFailure(f"a tile could not be handed to the merger ({self._fault}); run the same command "
+                              "again")
         return self.pool.scheduler.failed
 
     def remove_view(self) -> None:
@@ -130,9 +154,13 @@ class FrameMerges:
         folder = self.farm.store.datum_dir("merger", task.id) / self.job
         failure = folder / merged_frames.failure_path(frame)
         merged = [path for path in folder.glob("*") if path.is_file() and merged_frames.frame_of(path.name) == frame]
-        if error is None and merged:
-            self.on_frame(frame, merged[0])
-        else:
-            self.failures[frame] = error or (failure.read_text(encoding="utf-8") if failure.exists()
-                                             else f"frame {frame}: the merger wrote nothing")
+        with self._lock:
+            self._settled.add(task.datum.inputs[1].path.rsplit("/", 1)[-1])
+        if error is None and merged and self._fault is None:
+            try:
+                self.on_frame(frame, merged[0])
+            except (FarmFailure, OSError) as failure:  # a full --out: said once the merger is done
+                self._fault = failure
+        elif error is None and not merged and not failure.exists():
+            self._fault = self._fault or FarmFailure(f"frame {frame}: the merger wrote nothing")
         self.tracker.frame_settled(fresh)

@@ -56,10 +56,17 @@ class Scheduler:
         self.close()
 
     def add(self, tasks: list[Task]) -> None:
-        """Add tasks while the stage may still get more (the merger's frames, as their tiles finish)."""
+        """Add tasks while the stage may still get more (the merger's frames, as their tiles finish).
+
+        Tasks that come once the stage is closed fail at once: no worker would ever take them.
+        """
         with self._cond:
-            self._queue.extend(tasks)
-            self._settle_if_given_up()
+            if not self._open:
+                for task in tasks:
+                    self._fail(task, "it came after its stage had ended (a fault of the farm); run again")
+            else:
+                self._queue.extend(tasks)
+                self._settle_if_given_up()
             self._cond.notify_all()
         self._report()
 
@@ -104,8 +111,8 @@ class Scheduler:
                         self._claims.setdefault(frame_of(task), kind)
                     self._in_flight += 1
                     return task
-                if not self._queue and not (self._in_flight or self._open):
-                    return None
+                if not self._queue and (self.gave_up is not None or not (self._in_flight or self._open)):
+                    return None  # over, or given up: what still comes fails at once (``add``)
                 self._cond.wait()
 
     def _eligible(self, kind: str) -> int | None:
@@ -153,7 +160,7 @@ class Scheduler:
             if error is not None:
                 task.attempts += 1
                 task.errors.append(error)
-                if task.attempts < self._tries:
+                if task.attempts < self._tries and self.gave_up is None:
                     self._queue.append(task)
                     settled = False
                 else:
@@ -200,7 +207,8 @@ class Scheduler:
 
     def drained(self) -> bool:
         with self._cond:
-            return self.cancelled or (not self._queue and not self._in_flight and not self._open)
+            return self.cancelled or (not self._queue and not self._in_flight
+                                      and (not self._open or self.gave_up is not None))
 
     def cancel(self) -> None:
         with self._cond:

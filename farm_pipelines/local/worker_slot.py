@@ -307,7 +307,8 @@ class Slot:
             return 0
         failed_starts = 0 if took_any else failed_starts + 1
         if failed_starts >= 3:
-            self.scheduler.fail_all(f"worker cannot start: {reason}")
+            # Given up, not only failed: a stage still being fed (the merger) would start it again and again.
+            self.scheduler.give_up(None, f"worker cannot start: {reason}")
         return failed_starts
 
 
