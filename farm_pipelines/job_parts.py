@@ -32,7 +32,8 @@ from farm_pipelines.job import FrameRange, Job, check_job_name
 from farm_pipelines.local.pachd_rules import DEFAULT_SETS_PER_WORKER
 
 MAX_PART_FRAMES = 16
-_PART = re.compile(r"^(?P<job>.+)\.p(?P<cell>-?\d+)$")
+#: A part's name: its job's (which ends in ``-`` and 8 hex digits, ``job.job_name_for``), ``.p``, its cell.
+_PART = re.compile(r"^(?P<job>.+-[0-9a-f]{8})\.p(?P<cell>-?\d+)$")
 
 
 @dataclass(frozen=True)

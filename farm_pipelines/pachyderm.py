@@ -179,6 +179,10 @@ class PachydermBackend:
         self._crash_seconds = crash_seconds_from_env() if crash_seconds is None else crash_seconds
         #: job name -> its parts and the ids of the upload commits its run made, in frame order
         self._job_commits: dict[str, list[tuple[Job, str]]] = {}
+        #: upload commits whose merger job succeeded. Only those are read: a failed or unrunnable merger
+        #: job's output commit reads as its parent's (v2.7.0 ``src/server/pfs/server/driver_file.go``,
+        #: ``getFileSet``), which for a part is an older run's frames of the same part.
+        self._merged_commits: set[str] = set()
         if address:
             host, port, secure = parse_address(address, tls)
             self.address = f"{'grpcs' if secure else 'grpc'}://{host}:{port}"
@@ -314,29 +318,38 @@ class PachydermBackend:
         least = job_parts.min_tiles(renderer, int(renderer.get("parallelism_spec", {}).get("constant", 1)))
         parts = job_parts.split(job, plan, least)
         commits: list[tuple[Job, str]] = []
-        carried = self.store_files(Path(job_files))
-        for part in parts:  # all at once: pachd runs the parts' job sets one after another, pipelined
-            commits.append((part, self.upload(part, Path(job_files), commits[0] if commits else None, carried)))
-            self._job_commits[job.name] = commits
-        before = Progress("splitter", frames_total=len(plan.frames) if plan else 0)
-        for index, (part, commit_id) in enumerate(commits):
-            last = index == len(commits) - 1
-            latest = [Progress("splitter")]
+        self._job_commits[job.name] = commits
+        lost: list[DatumsFailed] = []
+        followed = 0
+        try:
+            carried = self.store_files(Path(job_files))
+            for part in parts:  # all at once: pachd runs the parts' job sets one after another, pipelined
+                commits.append((part, self.upload(part, Path(job_files), commits[0] if commits else None, carried)))
+            before = Progress("splitter", frames_total=len(plan.frames) if plan else 0)
+            for index, (part, commit_id) in enumerate(commits):
+                latest = [Progress("splitter")]
 
-            def report(progress: Progress, before: Progress = before, last: bool = last,
-                       latest: list[Progress] = latest) -> None:
-                latest[0] = progress
-                on_progress(_after(before, progress, last))
+                def report(progress: Progress, before: Progress = before, last: bool = index == len(commits) - 1,
+                           latest: list[Progress] = latest) -> None:
+                    latest[0] = progress
+                    on_progress(_after(before, progress, last))
 
-            try:
-                self.follow(commit_id, part, report, cancel)
-            except BaseException:
-                self._drop_parts([commit for _, commit in commits[index + 1:]])
-                raise
-            before = _after(before, latest[0], last=False)
-            if on_frame:
-                with tempfile.TemporaryDirectory(prefix="farm-part-") as staging:
-                    self._download_frames(part, commit_id, Path(staging), on_frame, frozenset())
+                try:
+                    self.follow(commit_id, part, report, cancel)
+                except DatumsFailed as failed:
+                    if commit_id not in self._merged_commits:
+                        raise
+                    lost.append(failed)  # tiles lost (RECOVERED) but the part merged: its frames land
+                followed = index + 1
+                before = _after(before, latest[0], last=False)
+                if on_frame:
+                    with tempfile.TemporaryDirectory(prefix="farm-part-") as staging:
+                        self._download_frames(part, commit_id, Path(staging), on_frame, frozenset())
+        except BaseException:
+            self._drop_parts([commit for _, commit in commits[followed + 1:]])
+            raise
+        if lost:
+            raise lost[0]
 
     def _drop_parts(self, commit_ids: list[str]) -> None:
         """A run that stopped (cancelled, or a part failed) drops the parts it will not follow, newest
@@ -443,6 +456,8 @@ class PachydermBackend:
                 counts = self._plan(commit_id, job.name)
             merger = infos.get(MERGER)
             finished = merger is not None and merger.state in _TERMINAL
+            if finished and merger.state == pps_pb2.JOB_SUCCESS:
+                self._merged_commits.add(commit_id)  # its frames are this run's: fetch_frames may read them
             on_progress(_progress(infos, counts, done=finished and merger.state == pps_pb2.JOB_SUCCESS))
             if finished:
                 break
@@ -570,7 +585,8 @@ class PachydermBackend:
                               f"{self.address} is unknown: submit it again")
         errors: list[str] = []
         for part, commit_id in commits:
-            errors += self._download_frames(part, commit_id, Path(out_dir), on_frame, skip)
+            if commit_id in self._merged_commits:
+                errors += self._download_frames(part, commit_id, Path(out_dir), on_frame, skip)
         return errors
 
     def _download_frames(self, part: Job, commit_id: str, out_dir: Path, on_frame: Callable[[int, Path], None],

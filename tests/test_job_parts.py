@@ -43,6 +43,7 @@ def test_parts_keep_the_scenes_step_and_frames_before_its_start():
     assert [f for p in parts for f in p.settings.frames.frames(0, 0)] == frames
     assert all(p.display_name == "shot" and p.settings.tile == JOB.settings.tile for p in parts)
     assert {job_of(p.name) for p in parts} == {JOB.name} and job_of(JOB.name) == JOB.name
+    assert job_of("shot.p-12345678") == "shot.p-12345678"  # a job whose display name ends in ".p"
 
 
 def test_parts_hold_enough_tiles_for_two_per_datum_set():

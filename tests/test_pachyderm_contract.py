@@ -39,7 +39,7 @@ from farm_pipelines.cluster_specs import SPEC_ANNOTATION, deploy_specs
 from farm_pipelines.errors import BadInput, FarmFailure
 from farm_pipelines.job import Job, JobSettings
 from farm_pipelines.job_parts import FramePlan
-from farm_pipelines.pachyderm import UPLOAD_CHUNK, DatumsFailed, PachydermBackend
+from farm_pipelines.pachyderm import MERGER, UPLOAD_CHUNK, DatumsFailed, PachydermBackend
 from farm_pipelines.pipelines import PIPELINES
 
 TOKEN = "s3cret-token"
@@ -931,3 +931,55 @@ def test_a_cancelled_job_drops_the_parts_it_did_not_reach_newest_first(pachd, jo
     ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
     assert len(ids) == 3 and pachd.dropped == [ids[2], ids[1]]
     assert pachd.stopped  # the part it was following had its running job stopped
+
+
+def test_a_part_that_fails_delivers_nothing_of_an_older_run_and_the_rest_are_dropped(pachd, job_files, tmp_path):
+    """The second part's splitter fails, so its merger job is unrunnable: pachd reads that job's output commit
+    as its parent's (v2.7.0 driver_file.go, getFileSet, for a commit with an error), here an older run's frames
+    of the same part. Only parts whose merger job succeeded are fetched; the third part is dropped."""
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    old = {f"/{JOB.name}.p{cell}/{frame:06d}.png": b"an older scene's frame" for cell, frame in ((1, 2), (1, 3))}
+    pachd.files["merger"] = {f"/{JOB.name}.p0/000001.png": b"frame 1 of this run", **old}
+    ok, failed, unrunnable = pps_pb2.JOB_SUCCESS, pps_pb2.JOB_FAILURE, pps_pb2.JOB_UNRUNNABLE
+    pachd.jobset_script = [[job_info(name, ok) for name in PIPELINES],
+                           [job_info("splitter", failed, reason="the scene could not be opened"),
+                            job_info("renderer", unrunnable), job_info(MERGER, unrunnable)]]
+    delivered: list[int] = []
+    with pytest.raises(FarmFailure):
+        farm.run(JOB, job_files, lambda progress: None, threading.Event(), lambda frame, path: delivered.append(frame),
+                 FramePlan([1, 2, 3, 4], 1, 40))
+    ids = [commit for repo, commit, _ in pachd.commits if repo == "blends"]
+    assert delivered == [1] and pachd.dropped == [ids[2]]
+    got: list[int] = []
+    assert farm.fetch_frames(JOB, tmp_path / "out", lambda frame, path: got.append(frame), frozenset()) == []
+    assert got == [1] and [p.name for p in (tmp_path / "out").iterdir()] == ["000001.png"]
+
+
+def test_a_lost_tile_costs_its_frame_not_the_later_parts(pachd, job_files):
+    """A tile RECOVERED by err_cmd leaves its part's merger job successful: the part's frames land, the
+    later parts are followed and land too, and the run then names the tile (pachd runs a RECOVERED datum
+    again in each later job, v2.7.0 pending_job.go, createSerialDatums, so every part names it)."""
+    farm = backend(pachd)
+    farm.deploy(deploy_specs("farm-worker:1"))
+    pachd.files["merger"] = {f"/{JOB.name}.p{cell}/{frame:06d}.png": bytes([frame]) for cell, frame in
+                             ((0, 1), (1, 2), (1, 3), (2, 4))}
+    pachd.jobset_script = [[job_info("splitter", pps_pb2.JOB_SUCCESS),
+                            job_info("renderer", pps_pb2.JOB_SUCCESS, data_total=40, data_processed=39,
+                                     data_recovered=1),
+                            job_info(MERGER, pps_pb2.JOB_SUCCESS)]]
+    bad, tile = "b" * 64, f"{JOB.name}.p0/tiles/000001_0007.json"
+    recovered = pps_pb2.DatumInfo(datum=pps_pb2.Datum(id=bad), state=pps_pb2.DatumState.RECOVERED, data=[
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{JOB.name}.p0/scene")),
+        pfs_pb2.FileInfo(file=pfs_pb2.File(path=f"/{tile}"))])
+
+    def script(*_):
+        for repo, commit, _ in pachd.commits:
+            if repo == "blends":
+                pachd.datums[("renderer", commit)] = [recovered]
+
+    delivered: list[int] = []
+    with pytest.raises(DatumsFailed, match="frame 1 tile 7"):
+        farm.run(JOB, job_files, script, threading.Event(), lambda frame, path: delivered.append(frame),
+                 FramePlan([1, 2, 3, 4], 1, 40))
+    assert delivered == [1, 2, 3, 4] and pachd.dropped == []

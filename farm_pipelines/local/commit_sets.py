@@ -32,12 +32,13 @@ if TYPE_CHECKING:
 
 def run_in_parts(farm: LocalFarm, job: Job, job_files: Path, on_progress: Callable[[Progress], None],
                  cancel: threading.Event, on_frame: Callable[[int, Path], None] | None,
-                 plan: job_parts.FramePlan | None) -> list[str]:
+                 plan: job_parts.FramePlan | None) -> None:
     """Run the job's parts one commit set after another, handing each part's frames to ``on_frame``
-    once its merger job is done; returns the parts' job folder names. Without ``on_frame`` the job
+    once its merger job is done; ``farm.parts`` names their job folders. Without ``on_frame`` the job
     is one part. Tiles lost (recovered by ``err_cmd``) fail the run once every part has run."""
     least = job_parts.min_tiles(farm.specs.get("renderer") or load_spec("renderer"), farm.workers)
     parts = job_parts.split(job, plan, least) if on_frame else [job]
+    farm.parts[job.name] = [part.name for part in parts]  # before they run: a failed run fetches from them
     tracker = ProgressTracker()
     tracker.on_progress = on_progress
     tracker.frames_total = len(plan.frames) if plan else 0
@@ -56,7 +57,6 @@ def run_in_parts(farm: LocalFarm, job: Job, job_files: Path, on_progress: Callab
         first = lost[0]
         raise FarmFailure(f"{len(lost)} tile(s) failed after retries, every other frame landed; first: "
                           f"{describe_datum(first.datum.key())} (datum {first.id}): {first.error}")
-    return [part.name for part in parts]
 
 
 def run_commit_set(farm: LocalFarm, job: Job, job_files: Path, tracker: ProgressTracker,

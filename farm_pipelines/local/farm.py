@@ -75,7 +75,7 @@ class LocalFarm:
         self.faithful = faithful
         self.specs = specs or {}
         self._early: dict[str, tuple[ProgressTracker, dict[str, WorkerPool]]] = {}
-        self._parts: dict[str, list[str]] = {}  # job -> the job folders its last run used (its parts)
+        self.parts: dict[str, list[str]] = {}  # job -> the job folders its last run used (its parts)
 
     @property
     def plans(self) -> list[gpu.WorkerPlan]:
@@ -174,10 +174,9 @@ class LocalFarm:
 
     def _run(self, job: Job, job_files: Path, on_progress: Callable[[Progress], None], cancel: threading.Event,
              on_frame: Callable[[int, Path], None] | None, plan: FramePlan | None) -> None:
-        self._parts[job.name] = [job.name]
+        self.parts[job.name] = [job.name]
         if self.faithful:
-            self._parts[job.name] = commit_sets.run_in_parts(self, job, job_files, on_progress, cancel, on_frame,
-                                                             plan)
+            commit_sets.run_in_parts(self, job, job_files, on_progress, cancel, on_frame, plan)
             return
         tracker, warm = self._early.pop(job.name, None) or self._start_workers(job.name)
         tracker.on_progress = on_progress
@@ -230,7 +229,7 @@ class LocalFarm:
                      skip: frozenset[int] = frozenset()) -> list[str]:
         out_dir = Path(out_dir)
         errors = []
-        for name in self._parts.get(job.name, [job.name]):
+        for name in self.parts.get(job.name, [job.name]):
             for frame, source in self.merged_frames(name):
                 if frame in skip:
                     continue
