@@ -11,10 +11,13 @@ import argparse
 import json
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from farm_pipelines.cluster_specs import deploy_specs, parse_toleration
 from farm_pipelines.errors import BadInput
-from farm_pipelines.pachyderm import PachydermBackend
+
+if TYPE_CHECKING:  # python-pachyderm and gRPC take a good part of a second to import: a local render needs neither
+    from farm_pipelines.pachyderm import PachydermBackend
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +76,8 @@ def backend_from_args(args: argparse.Namespace, log: Callable[[str], None] | Non
                       warn: Callable[[str], None] | None = None) -> PachydermBackend:
     """The backend for ``--pachd`` and ``FARM_PACHD_TOKEN``; shared with ``farm render --pachd``,
     which passes ``log`` and ``warn`` for what the workers say of their devices."""
+    from farm_pipelines.pachyderm import PachydermBackend
+
     return PachydermBackend(args.pachd, token=os.environ.get("FARM_PACHD_TOKEN") or None, log=log, warn=warn)
 
 

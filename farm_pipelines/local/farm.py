@@ -189,8 +189,6 @@ class LocalFarm:
             tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
             renderers = warm["renderer"]
             renderers.scheduler.one_device_per_frame = self._mixes_devices(job.name)
-            # Blender starts while the tiles render; it then waits on NextDatum for each frame.
-            warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)
             merges = FrameMerges(self, job.name, tracker, warm["merger"], on_frame or (lambda frame, path: None))
             renderers.scheduler.on_settled = merges.tile_settled
             # The splitter opened the scene: its peak is a lower bound of what each renderer will hold.
@@ -219,11 +217,12 @@ class LocalFarm:
         return bool(asks) and len(kinds) > 1
 
     def _start_workers(self, job_name: str) -> tuple[ProgressTracker, dict[str, WorkerPool]]:
-        """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
-        stage pays for starting Blender on the critical path."""
+        """The stages' workers: each starts Blender, then waits on NextDatum, so no stage pays for
+        starting Blender on the critical path (the merger's would delay the first frame by a start)."""
         tracker = ProgressTracker()
         return tracker, {"splitter": WorkerPool(self, "splitter", job_name, tracker, datums=1),  # one per job
-                         "renderer": WorkerPool(self, "renderer", job_name, tracker)}
+                         "renderer": WorkerPool(self, "renderer", job_name, tracker),
+                         "merger": WorkerPool(self, "merger", job_name, tracker, datums=1)}  # frame after frame
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
                      skip: frozenset[int] = frozenset()) -> list[str]:
