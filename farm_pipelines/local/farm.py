@@ -189,6 +189,8 @@ class LocalFarm:
             tracker.frames_total = len(list((self.repos / "splitter" / job.name).glob("frames/*")))
             renderers = warm["renderer"]
             renderers.scheduler.one_device_per_frame = self._mixes_devices(job.name)
+            # Blender starts while the first tiles render; it then waits on NextDatum for each frame.
+            warm["merger"] = WorkerPool(self, "merger", job.name, tracker, datums=1)
             merges = FrameMerges(self, job.name, tracker, warm["merger"], on_frame or (lambda frame, path: None))
             renderers.scheduler.on_settled = merges.tile_settled
             # The splitter opened the scene: its peak is a lower bound of what each renderer will hold.
@@ -217,12 +219,14 @@ class LocalFarm:
         return bool(asks) and len(kinds) > 1
 
     def _start_workers(self, job_name: str) -> tuple[ProgressTracker, dict[str, WorkerPool]]:
-        """The stages' workers: each starts Blender, then waits on NextDatum, so no stage pays for
-        starting Blender on the critical path (the merger's would delay the first frame by a start)."""
+        """The splitter's and renderers' workers: each starts Blender, then waits on NextDatum, so no
+        stage pays for starting Blender on the critical path. The merger's starts after the split
+        (``run``): started here too, it made five Blender starts share two cores with prepare, and
+        the first frame came later (one ``bench/overhead.py`` run: 1.55x plain Blender's, against
+        1.40x and 1.45x without; this machine varies by about 10 %)."""
         tracker = ProgressTracker()
         return tracker, {"splitter": WorkerPool(self, "splitter", job_name, tracker, datums=1),  # one per job
-                         "renderer": WorkerPool(self, "renderer", job_name, tracker),
-                         "merger": WorkerPool(self, "merger", job_name, tracker, datums=1)}  # frame after frame
+                         "renderer": WorkerPool(self, "renderer", job_name, tracker)}
 
     def fetch_frames(self, job: Job, out_dir: Path, on_frame: Callable[[int, Path], None],
                      skip: frozenset[int] = frozenset()) -> list[str]:
