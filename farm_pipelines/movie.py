@@ -15,7 +15,6 @@ image's), no movie is made and ``warn`` says why.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
+from farm_pipelines import job_folder
 from farm_pipelines.atomic_files import atomic_path
 
 #: Blender's ``ffmpeg.format`` -> the extension of a container that holds H.264.
@@ -105,7 +105,7 @@ def encode_movie(frames: list[Path], facts: dict, out_dir: Path, warn: Callable[
         with tempfile.TemporaryDirectory(prefix="farm-movie-") as numbered, atomic_path(destination) as tmp:
             # ffmpeg reads an image sequence by consecutive numbers; the frames may skip (a frame step).
             for index, frame in enumerate(frames):
-                _link_or_copy(frame.absolute(), Path(numbered) / f"{index:06d}{frame.suffix}")
+                job_folder.link_or_copy(frame.absolute(), Path(numbered) / f"{index:06d}{frame.suffix}")
             pattern = str(Path(numbered) / f"%06d{frames[0].suffix}")
             done = subprocess.run(ffmpeg_argv(ffmpeg, pattern, facts, tmp), capture_output=True, text=True)
             if done.returncode != 0 or not tmp.is_file():
@@ -118,10 +118,3 @@ def encode_movie(frames: list[Path], facts: dict, out_dir: Path, warn: Callable[
 
 class _EncodeFailed(Exception):
     """ffmpeg's last line, raised inside the atomic write so that its temporary file is removed."""
-
-
-def _link_or_copy(source: Path, link: Path) -> None:
-    try:
-        os.symlink(source, link)
-    except OSError:  # Windows without the symlink privilege
-        shutil.copyfile(source, link)

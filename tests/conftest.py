@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,18 @@ def farm(*args: str, state: Path, timeout: float = 600) -> subprocess.CompletedP
     env = dict(os.environ, FARM_STATE_DIR=str(state))
     return subprocess.run([*FARM, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=ROOT)
+
+
+def kill_farm_when(*args: str, state: Path, ready: Callable[[], bool], timeout: float = 120) -> None:
+    """Run ``farm ARGS`` in its own session and kill it and all its workers with SIGKILL once ``ready()``
+    (or once it exits or ``timeout`` passes): a farm killed mid-render, as ``kill -9`` leaves it."""
+    run = subprocess.Popen([*FARM, *map(str, args)], env=dict(os.environ, FARM_STATE_DIR=str(state)),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
 
 
 def read_image(path: Path) -> np.ndarray:

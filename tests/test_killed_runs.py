@@ -3,25 +3,14 @@ live farm's (each live farm holds an flock in its own, ``farm_pipelines/local/wo
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
-
-from conftest import FARM, farm, make_scene
+from conftest import farm, kill_farm_when, make_scene
 from test_cache_clean import _run_dir_holder
 
 
 def test_the_next_run_removes_a_killed_runs_work_folder_and_keeps_a_live_farms(tmp_path, state):
     blend = make_scene(tmp_path / "scene.blend", size=[96, 64], samples=8, frames=[1, 2])
     args = ["render", blend, "--tile", "16", "--workers", "2", "--out", tmp_path / "out"]
-    run = subprocess.Popen([*FARM, *map(str, args)], env=dict(os.environ, FARM_STATE_DIR=str(state)),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(state.glob("datums/renderer/*/.files.json")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # the farm and its workers, mid-render
-    run.wait()
+    kill_farm_when(*args, state=state, ready=lambda: bool(list(state.glob("datums/renderer/*/.files.json"))))
     killed = list((state / "work").iterdir())
     assert killed and all((p / ".lock").exists() for p in killed)
     live, live_dir = _run_dir_holder(state, files=2)  # another farm on this state, rendering now

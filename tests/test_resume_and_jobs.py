@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import time
 
-from conftest import FARM, farm, make_scene, max_difference, render_whole
+from conftest import FARM, farm, kill_farm_when, make_scene, max_difference, render_whole
 
 
 def _tiles_stored(state) -> int:
@@ -19,13 +17,7 @@ def _tiles_stored(state) -> int:
 def test_killed_run_resumes_with_only_the_missing_tiles(tmp_path, state):
     blend = make_scene(tmp_path / "scene.blend", size=[96, 64], samples=8, frames=[1, 2])
     args = ["render", blend, "--tile", "16", "--workers", "2", "--out", tmp_path / "out"]
-    run = subprocess.Popen([*FARM, *map(str, args)], env=dict(os.environ, FARM_STATE_DIR=str(state)),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while _tiles_stored(state) < 10 and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # the CLI and all its workers, mid-render
-    run.wait()
+    kill_farm_when(*args, state=state, ready=lambda: _tiles_stored(state) >= 10)  # the CLI and its workers
     before = _tiles_stored(state)
     assert 10 <= before < 48, f"{before} tiles were done when the run was killed"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
